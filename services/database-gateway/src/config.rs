@@ -1,0 +1,119 @@
+//! The gateway's command line and environment (DESIGN.md §8).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use kit::ServerArgs;
+use kit::config::parse_listen;
+
+/// scalelab database gateway: /api/v1/datastore over SQLite or PostgreSQL.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "database-gateway", version)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the log says which).
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:30002", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Storage engine: `sqlite://<path>` (created on first start), `sqlite::memory:`,
+    /// or `postgres://user:password@host:port/database`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/datastore.db", value_parser = DatabaseUrl::parse)]
+    pub database_url: DatabaseUrl,
+
+    /// Bearer token callers must present; unset means no check.
+    #[arg(long, env = "DATASTORE_TOKEN", hide_env_values = true)]
+    pub datastore_token: Option<String>,
+
+    /// Token of the `/load` route (Basic auth, user `svc-loader`); unset disables `/load`.
+    #[arg(long, env = "SVC_LOADER_TOKEN", hide_env_values = true)]
+    pub loader_token: Option<String>,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Where the data lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "sqlite::memory:" {
+            return Ok(Self::Sqlite(PathBuf::from(":memory:")));
+        }
+        if let Some(path) = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a file path, e.g. sqlite://data/datastore.db".to_owned(),
+                );
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Self::Postgres(text.to_owned()));
+        }
+        let scheme = text.split_once(':').map_or(text, |(s, _)| s);
+        Err(format!(
+            "unsupported DATABASE_URL scheme `{scheme}`: use sqlite://<path> or postgres://..."
+        ))
+    }
+}
+
+/// Never prints a password.
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(start), Some(at)) if at > start => {
+                        format!("{}://***{}", &url[..start], &url[at..])
+                    }
+                    _ => url.clone(),
+                };
+                f.write_str(&shown)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_pick_their_engine() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/x.db"),
+            Ok(DatabaseUrl::Sqlite("data/x.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db"),
+            Ok(DatabaseUrl::Sqlite("/tmp/x.db".into()))
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u:p@127.0.0.1/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(
+            DatabaseUrl::parse("mysql://x")
+                .unwrap_err()
+                .contains("unsupported")
+        );
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let url = DatabaseUrl::parse("postgres://app:s3cret@db:5432/scalelab").expect("valid url");
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("@db:5432/scalelab"), "{shown}");
+    }
+}

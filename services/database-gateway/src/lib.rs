@@ -1,0 +1,104 @@
+//! The database gateway: the only component that touches storage. It serves
+//! `/api/v1/datastore` (API.md) over one [`store::Store`] trait with SQLite (default)
+//! and PostgreSQL engines.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{delete, get, post, put};
+use kit::{Kit, Readiness, ServerArgs};
+use tokio::net::TcpListener;
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod routes;
+pub mod store;
+
+pub use config::{Config, DatabaseUrl};
+
+/// Metrics and trace name of this service.
+pub const SERVICE: &str = "database-gateway";
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn store::Store>,
+    pub datastore_token: Option<String>,
+    pub loader_token: Option<String>,
+    pub server: ServerArgs,
+}
+
+impl AppState {
+    /// Opens the store `config` names and gathers the credentials.
+    pub async fn from_config(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: store::open(&config.database_url).await?,
+            datastore_token: config.datastore_token.clone().filter(|t| !t.is_empty()),
+            loader_token: config.loader_token.clone().filter(|t| !t.is_empty()),
+            server: config.server.clone(),
+        })
+    }
+}
+
+/// The gateway's router, with the kit's endpoints and layers.
+pub fn app(state: AppState) -> Router {
+    let store = state.store.clone();
+    let readiness = Readiness::new(
+        move || -> kit::health::BoxFuture<'static, Result<(), String>> {
+            let store = store.clone();
+            Box::pin(async move {
+                store
+                    .ping()
+                    .await
+                    .map_err(|e| format!("{} store: {e}", store.engine()))
+            })
+        },
+    );
+    let kit = Kit::new(SERVICE, "datastore", &state.server).with_readiness(readiness);
+
+    let guarded = Router::new()
+        .route("/api/v1/datastore/read", get(routes::read))
+        .route("/api/v1/datastore/write", post(routes::write))
+        .route("/api/v1/datastore/update", put(routes::update))
+        .route("/api/v1/datastore/delete", delete(routes::delete))
+        .route("/api/v1/datastore/list", get(routes::list))
+        .route("/api/v1/datastore/find", get(routes::find))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_service_token,
+        ));
+    let load = Router::new().route("/api/v1/datastore/load", post(routes::load));
+    kit.into_router(guarded.merge(load).with_state(state))
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, and expires old
+/// idempotency keys in the background.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.server.shutdown_grace;
+    let sweeper = tokio::spawn(expire_idempotency_keys(state.store.clone()));
+    let result = kit::serve(listener, app(state), shutdown, grace).await;
+    sweeper.abort();
+    result
+}
+
+async fn expire_idempotency_keys(store: Arc<dyn store::Store>) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match store.expire_idempotency_keys(IDEMPOTENCY_TTL_SECS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "forgot old idempotency keys"),
+            Err(e) => tracing::debug!(error = %e, "idempotency key expiry skipped"),
+        }
+    }
+}

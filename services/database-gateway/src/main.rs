@@ -1,0 +1,22 @@
+//! `database-gateway`: reads config, sets up telemetry, binds, and serves.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use database_gateway::{AppState, Config, SERVICE};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = kit::telemetry::init(SERVICE, &config.server.log_format)?;
+    tracing::info!(database = ?config.database_url, "starting");
+    let state = AppState::from_config(&config)
+        .await
+        .context("opening the store")?;
+    let listener = kit::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    database_gateway::run(listener, state, kit::shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}

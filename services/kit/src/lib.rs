@@ -1,0 +1,25 @@
+//! The shared kernel of every scalelab service.
+//!
+//! A service builds its own `Router` of business routes and hands it to
+//! [`Kit::into_router`], which adds the common endpoints (`/health`, `/readiness`,
+//! `/metrics` and the `/api/v1/<svc>/...` aliases) and the standard layers (request id,
+//! tracing with W3C trace context, Prometheus metrics, JSON error envelope, panic
+//! catching, request timeout, body limit). [`serve`] then runs it with graceful shutdown.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+mod middleware;
+pub mod server;
+pub mod telemetry;
+
+pub use client::HttpClient;
+pub use config::ServerArgs;
+pub use error::ApiError;
+pub use extract::{AppJson, AppQuery};
+pub use health::{Readiness, ReadinessCheck};
+pub use metrics::Metrics;
+pub use server::{Kit, bind, serve, shutdown_signal};

@@ -1,0 +1,184 @@
+//! Router assembly with the common endpoints and layers, binding, and serving with
+//! graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::serve::ListenerExt as _;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::ServerArgs;
+use crate::error::envelope;
+use crate::health::{self, Readiness};
+use crate::metrics::{self, Metrics};
+use crate::middleware;
+
+/// What a service adds to the shared kernel: its name, its API prefix, its readiness
+/// check and its limits.
+#[derive(Debug, Clone)]
+pub struct Kit {
+    metrics: Metrics,
+    alias: &'static str,
+    readiness: Readiness,
+    body_limit: usize,
+    request_timeout: Duration,
+}
+
+impl Kit {
+    /// `service` labels metrics and traces (`database-gateway`); `alias` is the path
+    /// segment of the `/api/v1/<alias>/health|readiness` aliases (`datastore`).
+    pub fn new(service: &'static str, alias: &'static str, args: &ServerArgs) -> Self {
+        Self {
+            metrics: Metrics::new(service),
+            alias,
+            readiness: Readiness::always(),
+            body_limit: args.body_limit,
+            request_timeout: args.request_timeout,
+        }
+    }
+
+    #[must_use]
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// The service's metrics registry, to register its own metrics on.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// `app` plus `/health`, `/readiness`, `/metrics`, their aliases, and the standard layers.
+    pub fn into_router(self, app: Router) -> Router {
+        let Kit {
+            metrics,
+            alias,
+            readiness,
+            body_limit,
+            request_timeout,
+        } = self;
+        let probes = Router::new()
+            .route("/health", get(health::health))
+            .route(&format!("/api/v1/{alias}/health"), get(health::health))
+            .route("/readiness", get(health::readiness))
+            .route(
+                &format!("/api/v1/{alias}/readiness"),
+                get(health::readiness),
+            )
+            .with_state(readiness);
+        let scrape = Router::new()
+            .route("/metrics", get(metrics::handler))
+            .with_state(metrics.clone());
+
+        app.merge(probes)
+            .merge(scrape)
+            .route_layer(CatchPanicLayer::custom(panic_response))
+            .route_layer(TimeoutLayer::with_status_code(
+                StatusCode::GATEWAY_TIMEOUT,
+                request_timeout,
+            ))
+            .route_layer(axum::middleware::from_fn(middleware::stamp_route))
+            .layer(DefaultBodyLimit::max(body_limit))
+            .layer(RequestBodyLimitLayer::new(body_limit))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(axum::middleware::from_fn_with_state(
+                metrics,
+                middleware::observe,
+            ))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    }
+}
+
+fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = cause
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    tracing::error!(panic = %detail, "handler panicked; answered 500");
+    envelope(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+/// Binds `addr` and logs the address it got (port 0 picks a free one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    Ok(listener)
+}
+
+/// How long in-flight requests may finish after shutdown starts, unless told otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `router` until `shutdown` resolves, then lets in-flight requests finish for
+/// at most `grace` before returning.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (started_tx, started_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = started_tx.send(true);
+    };
+    let listener = listener.tap_io(|tcp| {
+        // Small request/response exchanges: do not wait to coalesce packets.
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let deadline = async move {
+        let mut rx = started_rx;
+        let _ = rx.wait_for(|started| *started).await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down; draining in-flight requests"
+        );
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => {
+            tracing::info!("stopped");
+            result
+        }
+        () = deadline => {
+            tracing::warn!("drain took longer than the grace period; closing the remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
