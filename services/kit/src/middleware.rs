@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::trace::TraceContextExt as _;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -82,7 +83,10 @@ pub(crate) async fn observe(State(metrics): State<Metrics>, req: Request, next: 
     metrics.observe(method.as_str(), &route, status.as_u16(), elapsed);
 
     span.record("http.route", route.as_str());
-    span.record("otel.name", format!("{method} {route}"));
+    // The OpenTelemetry span has started by now, so rename it directly.
+    span.context()
+        .span()
+        .update_name(format!("{method} {route}"));
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
