@@ -9,4 +9,5 @@ mod durability;
 mod helpers;
 mod load_and_auth;
 mod observability;
+mod outage;
 mod properties;
