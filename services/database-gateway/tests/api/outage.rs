@@ -11,8 +11,13 @@ use serde_json::json;
 use crate::helpers::{TestApp, assert_error};
 
 fn run(var: &str) {
-    let command = std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set; run this through ci/postgres.sh"));
-    let status = Command::new("sh").arg("-c").arg(&command).status().expect("run the command");
+    let command = std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set; run this through ci/postgres.sh"));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .status()
+        .expect("run the command");
     assert!(status.success(), "`{command}` failed");
 }
 
@@ -22,7 +27,10 @@ async fn wait_for_readiness(app: &TestApp, want: StatusCode, within: Duration) -
         if app.get("/readiness").await.status() == want {
             return started.elapsed();
         }
-        assert!(started.elapsed() < within, "/readiness did not become {want} within {within:?}");
+        assert!(
+            started.elapsed() < within,
+            "/readiness did not become {want} within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -32,17 +40,28 @@ async fn wait_for_readiness(app: &TestApp, want: StatusCode, within: Duration) -
 async fn readiness_is_503_while_postgres_is_down_and_200_when_it_is_back() {
     let app = TestApp::spawn().await;
     wait_for_readiness(&app, StatusCode::OK, Duration::from_secs(10)).await;
-    let id = app.create(json!({"objtype": "user", "fname": "before"})).await;
+    let id = app
+        .create(json!({"objtype": "user", "fname": "before"}))
+        .await;
 
     run("TEST_PG_STOP");
-    let down = wait_for_readiness(&app, StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)).await;
+    let down = wait_for_readiness(
+        &app,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(10),
+    )
+    .await;
     let message = assert_error(app.read("user", &id).await, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert!(!message.contains("127.0.0.1"), "no connection details leak: {message}");
+    assert!(
+        !message.contains("127.0.0.1"),
+        "no connection details leak: {message}"
+    );
     app.assert_alive().await;
 
     run("TEST_PG_START");
     let up = wait_for_readiness(&app, StatusCode::OK, Duration::from_secs(30)).await;
     assert_eq!(app.item("user", &id).await["fname"], "before");
-    app.create(json!({"objtype": "user", "fname": "after"})).await;
+    app.create(json!({"objtype": "user", "fname": "after"}))
+        .await;
     println!("readiness went 503 {down:?} after the stop and 200 {up:?} after the start");
 }

@@ -13,7 +13,11 @@ use serde_json::Value;
 use tower::ServiceExt as _;
 
 fn args() -> ServerArgs {
-    ServerArgs { body_limit: 1024, request_timeout: Duration::from_millis(300), ..ServerArgs::default() }
+    ServerArgs {
+        body_limit: 1024,
+        request_timeout: Duration::from_millis(300),
+        ..ServerArgs::default()
+    }
 }
 
 async fn echo(AppJson(body): AppJson<Value>) -> axum::Json<Value> {
@@ -35,20 +39,34 @@ async fn teapot() -> Result<(), ApiError> {
 
 fn test_router(readiness: Readiness) -> Router {
     let app = Router::new()
-            .route("/echo", post(echo))
-            .route("/boom", get(boom))
-            .route("/slow", get(slow))
-            .route("/conflict", get(teapot))
-            .route("/things/{id}", get(|| async { "thing" }));
-    Kit::new("kit-test", "kit", &args()).with_readiness(readiness).into_router(app)
+        .route("/echo", post(echo))
+        .route("/boom", get(boom))
+        .route("/slow", get(slow))
+        .route("/conflict", get(teapot))
+        .route("/things/{id}", get(|| async { "thing" }));
+    Kit::new("kit-test", "kit", &args())
+        .with_readiness(readiness)
+        .into_router(app)
 }
 
-async fn call(router: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+async fn call(
+    router: &Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
     let response = router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 fn get_req(path: &str) -> Request<Body> {
@@ -57,7 +75,10 @@ fn get_req(path: &str) -> Request<Body> {
 
 fn envelope_of(body: &str) -> String {
     let json: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
-    json["error"].as_str().unwrap_or_else(|| panic!("no error in {body}")).to_owned()
+    json["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {body}"))
+        .to_owned()
 }
 
 #[tokio::test]
@@ -66,7 +87,10 @@ async fn a_panicking_handler_is_a_500_envelope_and_the_router_keeps_serving() {
     let (status, _, body) = call(&router, get_req("/boom")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(envelope_of(&body), "internal error");
-    assert!(!body.contains("handler bug"), "the panic message stays in the log");
+    assert!(
+        !body.contains("handler bug"),
+        "the panic message stays in the log"
+    );
     let (status, _, _) = call(&router, get_req("/health")).await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -85,13 +109,23 @@ async fn a_slow_request_is_cut_at_the_timeout_with_504() {
 async fn bodies_over_the_limit_are_413_with_or_without_content_length() {
     let router = test_router(Readiness::always());
     let big = format!("{{\"x\":\"{}\"}}", "a".repeat(4096));
-    let sized = Request::post("/echo").header("content-length", big.len()).body(Body::from(big.clone())).expect("request");
+    let sized = Request::post("/echo")
+        .header("content-length", big.len())
+        .body(Body::from(big.clone()))
+        .expect("request");
     let (status, _, body) = call(&router, sized).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     envelope_of(&body);
 
-    let stream = futures_util::stream::iter(big.into_bytes().chunks(100).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
-    let chunked = Request::post("/echo").body(Body::from_stream(stream)).expect("request");
+    let stream = futures_util::stream::iter(
+        big.into_bytes()
+            .chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let chunked = Request::post("/echo")
+        .body(Body::from_stream(stream))
+        .expect("request");
     let (status, _, body) = call(&router, chunked).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     envelope_of(&body);
@@ -101,15 +135,30 @@ async fn bodies_over_the_limit_are_413_with_or_without_content_length() {
 async fn json_rejections_use_the_envelope() {
     let router = test_router(Readiness::always());
     for bad in ["{oops", "", "   "] {
-        let (status, _, body) = call(&router, Request::post("/echo").body(Body::from(bad)).expect("request")).await;
+        let (status, _, body) = call(
+            &router,
+            Request::post("/echo")
+                .body(Body::from(bad))
+                .expect("request"),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
         assert!(!envelope_of(&body).is_empty());
     }
     // No Content-Type needed: curl -d and the course clients are served.
-    let (status, _, body) = call(&router, Request::post("/echo").body(Body::from("{\"a\":1}")).expect("request")).await;
+    let (status, _, body) = call(
+        &router,
+        Request::post("/echo")
+            .body(Body::from("{\"a\":1}"))
+            .expect("request"),
+    )
+    .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "{\"a\":1}"));
     let (status, _, body) = call(&router, get_req("/conflict")).await;
-    assert_eq!((status, envelope_of(&body).as_str()), (StatusCode::CONFLICT, "already there"));
+    assert_eq!(
+        (status, envelope_of(&body).as_str()),
+        (StatusCode::CONFLICT, "already there")
+    );
 }
 
 #[tokio::test]
@@ -118,7 +167,13 @@ async fn router_errors_use_the_envelope_and_keep_their_headers() {
     let (status, _, body) = call(&router, get_req("/nowhere")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     envelope_of(&body);
-    let (status, headers, body) = call(&router, Request::delete("/echo").body(Body::empty()).expect("request")).await;
+    let (status, headers, body) = call(
+        &router,
+        Request::delete("/echo")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers["allow"], "POST");
     envelope_of(&body);
@@ -128,17 +183,29 @@ async fn router_errors_use_the_envelope_and_keep_their_headers() {
 async fn readiness_reports_the_failing_check_and_recovers() {
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = ready.clone();
-    let router = test_router(Readiness::new(move || -> kit::health::BoxFuture<'static, Result<(), String>> {
-        let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move { if ok { Ok(()) } else { Err("database down".to_owned()) } })
-    }));
+    let router = test_router(Readiness::new(
+        move || -> kit::health::BoxFuture<'static, Result<(), String>> {
+            let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("database down".to_owned())
+                }
+            })
+        },
+    ));
     for path in ["/readiness", "/api/v1/kit/readiness"] {
         let (status, _, body) = call(&router, get_req(path)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(envelope_of(&body).contains("database down"));
     }
     let (status, _, _) = call(&router, get_req("/api/v1/kit/health")).await;
-    assert_eq!(status, StatusCode::OK, "liveness does not depend on readiness");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "liveness does not depend on readiness"
+    );
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let (status, _, _) = call(&router, get_req("/readiness")).await;
     assert_eq!(status, StatusCode::OK);
@@ -152,10 +219,21 @@ async fn metrics_use_the_route_template_and_count_panics_and_timeouts() {
     call(&router, get_req("/boom")).await;
     call(&router, get_req("/slow")).await;
     let (_, headers, text) = call(&router, get_req("/metrics")).await;
-    assert!(headers["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain")
+    );
     assert!(text.contains(r#"http_requests_total{method="GET",route="/things/{id}",service="kit-test",status="200"} 2"#), "{text}");
-    assert!(text.contains(r#"route="/boom",service="kit-test",status="500"} 1"#), "{text}");
-    assert!(text.contains(r#"route="/slow",service="kit-test",status="504"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"route="/boom",service="kit-test",status="500"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/slow",service="kit-test",status="504"} 1"#),
+        "{text}"
+    );
     assert!(!text.contains("/things/42"));
 }
 
@@ -168,37 +246,168 @@ async fn shutdown_lets_in_flight_requests_finish_within_the_grace_period() {
             "done"
         }),
     );
-    let args = ServerArgs { request_timeout: Duration::from_secs(10), ..ServerArgs::default() };
+    let args = ServerArgs {
+        request_timeout: Duration::from_secs(10),
+        ..ServerArgs::default()
+    };
     let router = Kit::new("kit-test", "kit", &args).into_router(app);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(kit::serve(listener, router, async { let _ = rx.await; }, Duration::from_secs(5)));
+    let server = tokio::spawn(kit::serve(
+        listener,
+        router,
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
 
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     let in_flight = tokio::spawn(client.get(format!("{base}/work")).send());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = tx.send(());
-    let response = in_flight.await.expect("task").expect("the in-flight request completes");
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight request completes");
     assert_eq!(response.text().await.expect("body"), "done");
     server.await.expect("task").expect("serve returns cleanly");
-    assert!(client.get(format!("{base}/health")).send().await.is_err(), "no new connections after shutdown");
+    assert!(
+        client.get(format!("{base}/health")).send().await.is_err(),
+        "no new connections after shutdown"
+    );
 }
 
 #[tokio::test]
 async fn a_request_longer_than_the_grace_period_does_not_hold_shutdown() {
-    let app = Router::new().route("/forever", get(|| async { tokio::time::sleep(Duration::from_secs(60)).await; "never" }));
-    let args = ServerArgs { request_timeout: Duration::from_secs(120), ..ServerArgs::default() };
+    let app = Router::new().route(
+        "/forever",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "never"
+        }),
+    );
+    let args = ServerArgs {
+        request_timeout: Duration::from_secs(120),
+        ..ServerArgs::default()
+    };
     let router = Kit::new("kit-test", "kit", &args).into_router(app);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(kit::serve(listener, router, async { let _ = rx.await; }, Duration::from_millis(300)));
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let server = tokio::spawn(kit::serve(
+        listener,
+        router,
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_millis(300),
+    ));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     let _stuck = tokio::spawn(client.get(format!("{base}/forever")).send());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let _ = tx.send(());
     server.await.expect("task").expect("serve returns");
-    assert!(started.elapsed() < Duration::from_secs(2), "drain took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "drain took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Service A receives a request with a `traceparent`, calls service B with the kit
+/// client; B sees the same trace id, with A's server span as the parent.
+#[tokio::test]
+async fn the_kit_client_carries_the_incoming_trace_to_the_next_service() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("kit-test")));
+    // Thread-local: this test's current-thread runtime runs both services on this thread.
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let b = Router::new().route(
+        "/seen",
+        get(|headers: axum::http::HeaderMap| async move {
+            headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned()
+        }),
+    );
+    let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let b_url = format!("http://{}/seen", b_listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(b_listener, b).await });
+
+    let client = kit::HttpClient::new(kit::client::ClientOptions::default()).expect("client");
+    let a = Router::new().route(
+        "/call",
+        get(move || {
+            let client = client.clone();
+            let b_url = b_url.clone();
+            async move {
+                client
+                    .get(&b_url)
+                    .send()
+                    .await
+                    .expect("call B")
+                    .text()
+                    .await
+                    .expect("body")
+            }
+        }),
+    );
+    let router = Kit::new("a", "a", &ServerArgs::default()).into_router(a);
+    let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a_url = format!("http://{}/call", a_listener.local_addr().expect("addr"));
+    tokio::spawn(kit::serve(
+        a_listener,
+        router,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let seen = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(&a_url)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .send()
+        .await
+        .expect("call A")
+        .text()
+        .await
+        .expect("body");
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "B saw a traceparent: {seen}");
+    assert_eq!(parts[1], trace_id, "same trace");
+    assert_ne!(
+        parts[2], caller_span,
+        "B's parent is A's server span, not A's caller"
+    );
 }
