@@ -167,7 +167,7 @@ pub(crate) fn into_page(mut items: Vec<Item>, limit: usize) -> Page {
     Page { items, next }
 }
 
-/// Classifies an sqlx error: connection trouble is [`StoreError::Unavailable`].
+/// Classifies an sqlx (PostgreSQL) error: connection trouble is [`StoreError::Unavailable`].
 pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     match error {
         sqlx::Error::Io(_)
@@ -182,11 +182,7 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
 }
 
 /// PostgreSQL classes 08 (connection exception) and 57P (operator intervention, e.g.
-/// shutting down); SQLite's SQLITE_BUSY (5) after its busy timeout.
+/// shutting down).
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "5")
-}
-
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P"))
 }
