@@ -16,9 +16,15 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Storage engine: `sqlite://<path>` (created on first start), `sqlite::memory:`,
-    /// or `postgres://user:password@host:port/database`.
+    /// `postgres://user:password@host:port/database`, or `dynamodb://[table-suffix]`
+    /// (tables `User`, `Music`, `Playlist`, each with `-<suffix>` when given).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/datastore.db", value_parser = DatabaseUrl::parse)]
     pub database_url: DatabaseUrl,
+
+    /// Endpoint of a DynamoDB-compatible server (e.g. http://127.0.0.1:8000); unset
+    /// means AWS itself, with the usual AWS environment (region, credentials, profiles).
+    #[arg(long, env = "DYNAMODB_URL")]
+    pub dynamodb_url: Option<String>,
 
     /// Bearer token callers must present; unset means no check.
     #[arg(long, env = "DATASTORE_TOKEN", hide_env_values = true)]
@@ -37,6 +43,7 @@ pub struct Config {
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
     Postgres(String),
+    Dynamodb { suffix: Option<String> },
 }
 
 impl DatabaseUrl {
@@ -58,9 +65,22 @@ impl DatabaseUrl {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             return Ok(Self::Postgres(text.to_owned()));
         }
+        if let Some(suffix) = text.strip_prefix("dynamodb://") {
+            let valid = suffix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid || suffix.len() > 200 {
+                return Err(format!(
+                    "`{suffix}` is not a table suffix: use letters, digits, `-`, `_` and `.`"
+                ));
+            }
+            return Ok(Self::Dynamodb {
+                suffix: (!suffix.is_empty()).then(|| suffix.to_owned()),
+            });
+        }
         let scheme = text.split_once(':').map_or(text, |(s, _)| s);
         Err(format!(
-            "unsupported DATABASE_URL scheme `{scheme}`: use sqlite://<path> or postgres://..."
+            "unsupported DATABASE_URL scheme `{scheme}`: use sqlite://<path>, postgres://... or dynamodb://[suffix]"
         ))
     }
 }
@@ -70,6 +90,9 @@ impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Dynamodb { suffix } => {
+                write!(f, "dynamodb://{}", suffix.as_deref().unwrap_or_default())
+            }
             Self::Postgres(url) => {
                 let shown = match (url.find("://"), url.rfind('@')) {
                     (Some(start), Some(at)) if at > start => {
@@ -103,6 +126,17 @@ mod tests {
         ));
         assert!(matches!(DatabaseUrl::parse("mysql://x"), Err(e) if e.contains("unsupported")));
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert_eq!(
+            DatabaseUrl::parse("dynamodb://"),
+            Ok(DatabaseUrl::Dynamodb { suffix: None })
+        );
+        assert_eq!(
+            DatabaseUrl::parse("dynamodb://ab-12"),
+            Ok(DatabaseUrl::Dynamodb {
+                suffix: Some("ab-12".into())
+            })
+        );
+        assert!(DatabaseUrl::parse("dynamodb://a b").is_err());
     }
 
     #[test]

@@ -51,10 +51,20 @@ impl ObjType {
 /// Longest accepted id, in bytes (DynamoDB allows 2048 for a hash key; ids are UUIDs).
 pub const MAX_ID_BYTES: usize = 256;
 
-/// Checks an item id: a non-empty string of at most [`MAX_ID_BYTES`] without NUL.
+/// Ids and field names starting with this are the gateway's own bookkeeping (the
+/// DynamoDB engine keeps versions and idempotency records under such names).
+pub const RESERVED_PREFIX: &str = "__";
+
+/// Checks an item id: a non-empty string of at most [`MAX_ID_BYTES`] without NUL,
+/// not starting with [`RESERVED_PREFIX`].
 pub fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
     if id.is_empty() {
         return Err(ApiError::bad_request(format!("{what} must not be empty")));
+    }
+    if id.starts_with(RESERVED_PREFIX) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must not start with `{RESERVED_PREFIX}` (reserved)"
+        )));
     }
     if id.len() > MAX_ID_BYTES {
         return Err(ApiError::bad_request(format!(
@@ -70,12 +80,18 @@ pub fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
 }
 
 /// Checks attributes so that every engine can store them exactly: field names are
-/// non-empty, no string holds a NUL character (PostgreSQL's JSONB cannot), and numbers
+/// non-empty and do not start with [`RESERVED_PREFIX`], no string holds a NUL character (PostgreSQL's JSONB cannot), and numbers
 /// fit DynamoDB's range (38 significant digits, magnitude 1E-130 to 9.99E+125).
 pub fn check_attrs(attrs: &Attrs) -> Result<(), ApiError> {
     for (name, value) in attrs {
         if name.is_empty() {
             return Err(ApiError::bad_request("field names must not be empty"));
+        }
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(ApiError::bad_request(format!(
+                "field `{}` starts with `{RESERVED_PREFIX}`, which is reserved",
+                truncate(name, 64)
+            )));
         }
         check_value(name, value, 0)?;
     }
@@ -209,6 +225,20 @@ mod tests {
         ] {
             assert!(check_number(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn reserved_ids_and_field_names_are_rejected() {
+        assert!(check_id("__idempotency/x", "objkey").is_err());
+        assert_eq!(check_id("_one_underscore", "objkey"), Ok(()));
+        let attrs: Attrs = serde_json::from_str(r#"{"__version": 1}"#).expect("valid json");
+        assert!(check_attrs(&attrs).is_err());
+        let nested: Attrs = serde_json::from_str(r#"{"ok": {"__inside": 1}}"#).expect("valid json");
+        assert_eq!(
+            check_attrs(&nested),
+            Ok(()),
+            "only top-level names are reserved"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The database gateway: the only component that touches storage. It serves
-//! `/api/v1/datastore` (API.md) over one [`store::Store`] trait with SQLite (default)
-//! and PostgreSQL engines.
+//! `/api/v1/datastore` (API.md) over one [`store::Store`] trait with SQLite (default),
+//! PostgreSQL and DynamoDB engines.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ impl AppState {
     /// Opens the store `config` names and gathers the credentials.
     pub async fn from_config(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            store: store::open(&config.database_url).await?,
+            store: store::open(&config.database_url, config.dynamodb_url.as_deref()).await?,
             datastore_token: config.datastore_token.clone().filter(|t| !t.is_empty()),
             loader_token: config.loader_token.clone().filter(|t| !t.is_empty()),
             server: config.server.clone(),

@@ -11,9 +11,11 @@ use async_trait::async_trait;
 use crate::config::DatabaseUrl;
 use crate::domain::{Attrs, ObjType};
 
+pub mod dynamodb;
 mod postgres;
 mod sqlite;
 
+pub use dynamodb::DynamoStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -26,7 +28,8 @@ pub struct Item {
     pub attrs: Attrs,
 }
 
-/// A page of items in id order, and where the next page starts.
+/// A page of items, and where the next page starts. The order is the engine's: id
+/// order on SQLite and PostgreSQL, scan order on DynamoDB.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Page {
     pub items: Vec<Item>,
@@ -97,9 +100,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get(&self, objtype: ObjType, id: &str) -> StoreResult<Option<Item>>;
 
-    /// Inserts a new item at version 1. With an idempotency key, a request seen before
-    /// returns the first result instead; the key is recorded in the same transaction
-    /// as the item.
+    /// Inserts a new item at version 1. With an idempotency key (scoped to the object
+    /// type), a request seen before returns the first result instead; the key is
+    /// recorded in the same transaction as the item.
     async fn create(
         &self,
         objtype: ObjType,
@@ -129,10 +132,10 @@ pub trait Store: Send + Sync + 'static {
         attrs: &Attrs,
     ) -> StoreResult<(PutOutcome, i64)>;
 
-    /// Items with ids after `after`, in id order.
+    /// The page of items after the cursor `after` (a `Page::next` of this engine).
     async fn list(&self, objtype: ObjType, after: Option<&str>, limit: usize) -> StoreResult<Page>;
 
-    /// Items whose attribute `field` is the string `value`, in id order.
+    /// Items whose attribute `field` is the string `value`, paged like `list`.
     async fn find(
         &self,
         objtype: ObjType,
@@ -148,11 +151,18 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the engine `url` names. SQLite is opened (and created) now; PostgreSQL
 /// connects lazily, so the gateway starts while the database is still coming up and
-/// `/readiness` says when it is there.
-pub async fn open(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
+/// `/readiness` says when it is there; DynamoDB checks its tables now.
+/// `dynamodb_endpoint` overrides the AWS endpoint (a local DynamoDB-compatible server).
+pub async fn open(
+    url: &DatabaseUrl,
+    dynamodb_endpoint: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match url {
         DatabaseUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
         DatabaseUrl::Postgres(url) => Arc::new(PostgresStore::connect_lazy(url)?),
+        DatabaseUrl::Dynamodb { suffix } => {
+            Arc::new(DynamoStore::open(suffix.as_deref(), dynamodb_endpoint).await?)
+        }
     })
 }
 

@@ -28,11 +28,12 @@ const SCHEMA: &str = r#"
     );
     CREATE INDEX IF NOT EXISTS items_attrs ON items USING GIN (attrs jsonb_path_ops);
     CREATE TABLE IF NOT EXISTS idempotency (
-        key         TEXT PRIMARY KEY,
         objtype     TEXT NOT NULL,
+        key         TEXT NOT NULL,
         id          TEXT NOT NULL,
         fingerprint TEXT NOT NULL,
-        created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+        created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (objtype, key)
     );
     CREATE INDEX IF NOT EXISTS idempotency_created_at ON idempotency (created_at);
 "#;
@@ -142,7 +143,7 @@ impl Store for PostgresStore {
             // A concurrent request with the same key waits here until the first commits.
             let claimed: Option<String> = sqlx::query_scalar(
                 "INSERT INTO idempotency (key, objtype, id, fingerprint) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (key) DO NOTHING RETURNING key",
+                 ON CONFLICT (objtype, key) DO NOTHING RETURNING key",
             )
             .bind(&key.key)
             .bind(objtype.as_str())
@@ -152,11 +153,14 @@ impl Store for PostgresStore {
             .await
             .map_err(classify)?;
             if claimed.is_none() {
-                let row = sqlx::query("SELECT id, fingerprint FROM idempotency WHERE key = $1")
-                    .bind(&key.key)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(classify)?;
+                let row = sqlx::query(
+                    "SELECT id, fingerprint FROM idempotency WHERE objtype = $1 AND key = $2",
+                )
+                .bind(objtype.as_str())
+                .bind(&key.key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
                 let fingerprint: String = row.try_get("fingerprint").map_err(classify)?;
                 if fingerprint != key.fingerprint {
                     return Err(StoreError::IdempotencyKeyReused);

@@ -34,11 +34,12 @@ const SCHEMA: &str = "
         PRIMARY KEY (objtype, id)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS idempotency (
-        key         TEXT PRIMARY KEY,
         objtype     TEXT NOT NULL,
+        key         TEXT NOT NULL,
         id          TEXT NOT NULL,
         fingerprint TEXT NOT NULL,
-        created_at  INTEGER NOT NULL
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (objtype, key)
     );
     CREATE INDEX IF NOT EXISTS idempotency_created_at ON idempotency (created_at);
 ";
@@ -257,8 +258,10 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             if let Some(key) = &idempotency {
                 let seen: Option<(String, String)> = tx
-                    .prepare_cached("SELECT id, fingerprint FROM idempotency WHERE key = ?1")
-                    .and_then(|mut s| s.query_row([&key.key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .prepare_cached("SELECT id, fingerprint FROM idempotency WHERE objtype = ?1 AND key = ?2")
+                    .and_then(|mut s| {
+                        s.query_row(params![objtype.as_str(), key.key], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                    })
                     .map_err(classify)?;
                 if let Some((first_id, fingerprint)) = seen {
                     if fingerprint != key.fingerprint {

@@ -132,7 +132,7 @@ async fn a_deleted_item_is_gone() {
 }
 
 #[tokio::test]
-async fn list_pages_through_every_item_once_in_id_order() {
+async fn list_pages_through_every_item_exactly_once() {
     let app = TestApp::spawn().await;
     let mut ids = Vec::new();
     for i in 0..25 {
@@ -165,6 +165,9 @@ async fn list_pages_through_every_item_once_in_id_order() {
         }
     }
     assert_eq!(pages, 3);
+    let unique: std::collections::BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "an item appeared on two pages");
+    seen.sort();
     assert_eq!(seen, ids);
 }
 

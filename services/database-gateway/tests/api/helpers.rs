@@ -1,8 +1,9 @@
 //! `TestApp`: a real gateway on a free loopback port over a fresh, isolated store.
 //!
 //! The engine comes from `TEST_DATABASE_URL`: unset means a SQLite file in a temp
-//! folder; `postgres://.../<admin db>` means a new database per test on that server.
-//! The same tests therefore run unchanged against every engine.
+//! folder; `postgres://.../<admin db>` means a new database per test on that server;
+//! `dynamodb://` means three new tables per test (a fresh suffix) on the server at
+//! `DYNAMODB_URL`. The same tests therefore run unchanged against every engine.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,9 +55,26 @@ impl TestDatabase {
                     _dir: None,
                 }
             }
+            Some(dynamo) if dynamo.starts_with("dynamodb://") => {
+                let suffix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                let client =
+                    database_gateway::store::dynamodb::client(dynamodb_url().as_deref()).await;
+                database_gateway::store::dynamodb::create_tables(&client, Some(&suffix))
+                    .await
+                    .expect("create tables");
+                Self {
+                    url: format!("dynamodb://{suffix}"),
+                    _dir: None,
+                }
+            }
             Some(other) => panic!("TEST_DATABASE_URL `{other}` names no engine this suite knows"),
         }
     }
+}
+
+/// The DynamoDB endpoint the suite uses (`DYNAMODB_URL`).
+pub fn dynamodb_url() -> Option<String> {
+    std::env::var("DYNAMODB_URL").ok().filter(|u| !u.is_empty())
 }
 
 pub struct TestApp {
@@ -88,6 +106,7 @@ impl TestApp {
         let config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             database_url: DatabaseUrl::parse(&db.url).expect("test url"),
+            dynamodb_url: dynamodb_url(),
             datastore_token: options.datastore_token,
             loader_token: options.loader_token,
             server: ServerArgs::default(),
@@ -271,6 +290,8 @@ impl GatewayProcess {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LISTEN", addr.to_string())
             .env("DATABASE_URL", database_url)
+            // The AWS environment (endpoint, region, dummy credentials) reaches the binary.
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("AWS_") || k == "DYNAMODB_URL"))
             .env("RUST_LOG", "info")
             .envs(envs.iter().copied())
             .stdout(log_file.try_clone().expect("log"))
