@@ -362,12 +362,15 @@ fn version_condition(expected: i64) -> (&'static str, Option<AttributeValue>) {
     }
 }
 
-#[derive(Debug, Clone)]
+/// `(objtype, field)` -> name of a global secondary index keyed by that field.
+type Indexes = HashMap<(ObjType, String), String>;
+
+#[derive(Debug)]
 pub struct DynamoStore {
     client: Client,
     suffix: Option<String>,
-    /// `(objtype, field)` -> index name, discovered from the tables at start.
-    indexes: HashMap<(ObjType, String), String>,
+    /// Discovered from the tables the first time they answer.
+    indexes: tokio::sync::OnceCell<Indexes>,
 }
 
 impl DynamoStore {
@@ -375,59 +378,77 @@ impl DynamoStore {
     /// that says how to create it. An unreachable endpoint is not: the gateway starts,
     /// and `/readiness` reports it until it answers.
     pub async fn open(suffix: Option<&str>, endpoint: Option<&str>) -> anyhow::Result<Self> {
-        let client = client(endpoint).await;
+        let store = Self {
+            client: client(endpoint).await,
+            suffix: suffix.map(str::to_owned),
+            indexes: Default::default(),
+        };
+        match store.indexes().await {
+            Ok(indexes) => {
+                tracing::info!(indexes = ?indexes.values().collect::<Vec<_>>(), "DynamoDB tables are in place")
+            }
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "DynamoDB is not answering yet; starting anyway")
+            }
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        }
+        Ok(store)
+    }
+
+    /// Checks the three tables and learns their `find` indexes (once).
+    async fn indexes(&self) -> StoreResult<&Indexes> {
+        self.indexes.get_or_try_init(|| self.inspect_tables()).await
+    }
+
+    async fn inspect_tables(&self) -> StoreResult<Indexes> {
         let mut indexes = HashMap::new();
         for objtype in ObjType::ALL {
-            let name = table_name(objtype, suffix);
-            match client.describe_table().table_name(&name).send().await {
-                Ok(out) => {
-                    let table = out.table();
-                    let key_ok = table.is_some_and(|t| {
-                        t.key_schema().iter().any(|k| {
-                            k.attribute_name() == objtype.id_field()
-                                && k.key_type() == &KeyType::Hash
-                        })
-                    });
-                    anyhow::ensure!(
-                        key_ok,
-                        "DynamoDB table {name} exists but its hash key is not `{}`",
-                        objtype.id_field()
-                    );
-                    for index in table
-                        .map(|t| t.global_secondary_indexes())
-                        .unwrap_or_default()
-                    {
-                        let schema = index.key_schema();
-                        let all = index.projection().and_then(|p| p.projection_type())
-                            == Some(&ProjectionType::All);
-                        if let ([only], true, Some(index_name)) = (schema, all, index.index_name())
-                            && only.key_type() == &KeyType::Hash
-                        {
-                            indexes.insert(
-                                (objtype, only.attribute_name().to_owned()),
-                                index_name.to_owned(),
-                            );
-                        }
-                    }
-                }
+            let name = self.table(objtype);
+            let out = match self.client.describe_table().table_name(&name).send().await {
+                Ok(out) => out,
                 Err(e) if e.code() == Some("ResourceNotFoundException") => {
-                    let flag = suffix.map(|s| format!(" --suffix {s}")).unwrap_or_default();
-                    anyhow::bail!(
+                    let flag = self
+                        .suffix
+                        .as_deref()
+                        .map(|s| format!(" --suffix {s}"))
+                        .unwrap_or_default();
+                    return Err(StoreError::Internal(anyhow::anyhow!(
                         "DynamoDB table {name} does not exist: create the tables with `loader tables create{flag}` \
                          or the CloudFormation template k8s/aws/dynamodb-tables.yaml"
-                    );
+                    )));
                 }
-                Err(e) => {
-                    tracing::warn!(table = %name, error = %describe(&e), "DynamoDB is not answering yet; starting anyway");
+                Err(e) => return Err(classify(e)),
+            };
+            let table = out.table();
+            let key_ok = table.is_some_and(|t| {
+                t.key_schema().iter().any(|k| {
+                    k.attribute_name() == objtype.id_field() && k.key_type() == &KeyType::Hash
+                })
+            });
+            if !key_ok {
+                return Err(StoreError::Internal(anyhow::anyhow!(
+                    "DynamoDB table {name} exists but its hash key is not `{}`",
+                    objtype.id_field()
+                )));
+            }
+            for index in table
+                .map(|t| t.global_secondary_indexes())
+                .unwrap_or_default()
+            {
+                let all = index.projection().and_then(|p| p.projection_type())
+                    == Some(&ProjectionType::All);
+                if let ([only], true, Some(index_name)) =
+                    (index.key_schema(), all, index.index_name())
+                    && only.key_type() == &KeyType::Hash
+                {
+                    indexes.insert(
+                        (objtype, only.attribute_name().to_owned()),
+                        index_name.to_owned(),
+                    );
                 }
             }
         }
-        tracing::info!(indexes = ?indexes.values().collect::<Vec<_>>(), "DynamoDB tables found");
-        Ok(Self {
-            client,
-            suffix: suffix.map(str::to_owned),
-            indexes,
-        })
+        Ok(indexes)
     }
 
     fn table(&self, objtype: ObjType) -> String {
@@ -467,7 +488,8 @@ impl DynamoStore {
         limit: usize,
     ) -> StoreResult<Page> {
         let table = self.table(objtype);
-        let index = filter.and_then(|(field, _)| self.indexes.get(&(objtype, field.to_owned())));
+        let indexes = self.indexes().await?;
+        let index = filter.and_then(|(field, _)| indexes.get(&(objtype, field.to_owned())));
         let mut names = HashMap::from([("#pk".to_owned(), objtype.id_field().to_owned())]);
         let mut values = HashMap::from([(
             ":reserved".to_owned(),
@@ -569,6 +591,9 @@ impl Store for DynamoStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        if !self.indexes.initialized() {
+            return self.indexes().await.map(|_| ());
+        }
         for objtype in ObjType::ALL {
             self.client
                 .describe_table()

@@ -1,0 +1,108 @@
+//! `loader`: seeds the platform's data and drives load at it. This version manages
+//! the DynamoDB tables the gateway's `dynamodb://` engine uses.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use database_gateway::store::dynamodb;
+
+/// scalelab loader.
+#[derive(Debug, Parser)]
+#[command(name = "loader", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or delete the DynamoDB tables `User`, `Music` and `Playlist`.
+    Tables {
+        #[command(subcommand)]
+        action: TablesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TablesAction {
+    /// Create the three tables (on-demand billing, the `email-index` on `User`, TTL on
+    /// `__expires`) and wait until they are active. Existing tables are left alone.
+    Create(TablesArgs),
+    /// Delete the three tables.
+    Delete {
+        #[command(flatten)]
+        tables: TablesArgs,
+        /// Confirm the deletion (the data in the tables is lost).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TablesArgs {
+    /// Table-name suffix: tables are `User-<suffix>`, ... (the course's `-<REGID>`).
+    #[arg(long, env = "DYNAMODB_TABLE_SUFFIX")]
+    suffix: Option<String>,
+
+    /// Endpoint of a DynamoDB-compatible server; unset means AWS with the usual AWS
+    /// environment (region, credentials, profiles).
+    #[arg(long, env = "DYNAMODB_URL")]
+    dynamodb_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loader: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Tables {
+            action: TablesAction::Create(args),
+        } => {
+            let client = dynamodb::client(args.dynamodb_url.as_deref()).await;
+            let suffix = args.suffix.as_deref().filter(|s| !s.is_empty());
+            let created = dynamodb::create_tables(&client, suffix).await?;
+            for objtype in database_gateway::domain::ObjType::ALL {
+                let name = dynamodb::table_name(objtype, suffix);
+                let state = if created.contains(&name) {
+                    "created"
+                } else {
+                    "already there"
+                };
+                println!("{name:<24} {state}");
+            }
+        }
+        Command::Tables {
+            action: TablesAction::Delete { tables: args, yes },
+        } => {
+            let suffix = args.suffix.as_deref().filter(|s| !s.is_empty());
+            let names: Vec<String> = database_gateway::domain::ObjType::ALL
+                .iter()
+                .map(|t| dynamodb::table_name(*t, suffix))
+                .collect();
+            anyhow::ensure!(
+                yes,
+                "this deletes {} and all their data; add --yes to confirm",
+                names.join(", ")
+            );
+            let client = dynamodb::client(args.dynamodb_url.as_deref()).await;
+            let deleted = dynamodb::delete_tables(&client, suffix).await?;
+            for name in names {
+                let state = if deleted.contains(&name) {
+                    "deleted"
+                } else {
+                    "not there"
+                };
+                println!("{name:<24} {state}");
+            }
+        }
+    }
+    Ok(())
+}
