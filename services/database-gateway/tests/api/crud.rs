@@ -407,3 +407,50 @@ async fn big_and_exact_numbers_survive_a_round_trip() {
     assert!(text.contains("18446744073709551615"), "{text}");
     assert!(text.contains("-42") && text.contains("0.125"), "{text}");
 }
+
+#[tokio::test]
+async fn an_idempotency_key_is_scoped_to_its_object_type() {
+    let app = TestApp::spawn().await;
+    let send = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/datastore/write"))
+            .header("Idempotency-Key", "shared-key")
+            .json(&body)
+            .send()
+    };
+    let user = send(json!({"objtype": "user", "fname": "A"}))
+        .await
+        .expect("request");
+    assert_eq!(user.status(), StatusCode::OK);
+    let music = send(json!({"objtype": "music", "fname": "A"}))
+        .await
+        .expect("request");
+    assert_eq!(music.status(), StatusCode::OK);
+    assert!(!music.headers().contains_key("idempotent-replayed"));
+    let music_id = music.json::<Value>().await.expect("json")["music_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(app.item("music", &music_id).await["fname"], "A");
+}
+
+#[tokio::test]
+async fn reserved_names_are_refused() {
+    let app = TestApp::spawn().await;
+    assert_error(
+        app.write(json!({"objtype": "user", "__version": 9})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error(
+        app.write(json!({"objtype": "user", "user_id": "__idempotency/x"}))
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error(
+        app.read("user", "__idempotency/x").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+}
