@@ -1,9 +1,12 @@
 //! The outgoing HTTP client services use to call each other: a keep-alive pool,
-//! connect and request timeouts, and W3C trace context on every request.
+//! connect and request timeouts, and a client span per call whose W3C trace context
+//! travels in the request, so the callee's server span is its child.
 
 use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder};
+use reqwest::{Method, RequestBuilder, Response};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// A pooled HTTP client that propagates the current trace. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -44,11 +47,9 @@ impl HttpClient {
         Ok(Self { inner })
     }
 
-    /// A request with the current span's `traceparent` already set.
+    /// A request to fill in; [`HttpClient::send`] adds the trace context.
     pub fn request(&self, method: Method, url: impl reqwest::IntoUrl) -> RequestBuilder {
-        let mut headers = reqwest::header::HeaderMap::new();
-        crate::telemetry::inject_context(&mut headers);
-        self.inner.request(method, url).headers(headers)
+        self.inner.request(method, url)
     }
 
     pub fn get(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
@@ -65,5 +66,29 @@ impl HttpClient {
 
     pub fn delete(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
         self.request(Method::DELETE, url)
+    }
+
+    /// Sends `request` inside a client span (`<METHOD> <path>`) whose context goes out
+    /// as `traceparent`.
+    pub async fn send(&self, request: RequestBuilder) -> reqwest::Result<Response> {
+        let mut request = request.build()?;
+        let name = format!("{} {}", request.method(), request.url().path());
+        let span = tracing::info_span!(
+            "client request",
+            otel.name = %name,
+            otel.kind = "client",
+            http.request.method = %request.method(),
+            server.address = request.url().host_str().unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let cx = span.context();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut crate::telemetry::HeaderInjector(request.headers_mut()));
+        });
+        let result = self.inner.execute(request).instrument(span.clone()).await;
+        if let Ok(response) = &result {
+            span.record("http.response.status_code", response.status().as_u16());
+        }
+        result
     }
 }

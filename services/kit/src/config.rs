@@ -38,6 +38,50 @@ impl Default for ServerArgs {
     }
 }
 
+/// Flags of the services that keep data in the gateway and authenticate callers
+/// (user, music, playlist).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AppArgs {
+    /// Base URL of the database gateway.
+    #[arg(long, env = "DATASTORE_URL", default_value = "http://127.0.0.1:30002")]
+    pub datastore_url: String,
+
+    /// Bearer token for the gateway (its DATASTORE_TOKEN); unset sends none.
+    #[arg(long, env = "DATASTORE_TOKEN", hide_env_values = true)]
+    pub datastore_token: Option<String>,
+
+    /// `jwt` (verify tokens from /api/v1/user/login) or `presence` (any Authorization
+    /// header, as the course services did).
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value = "jwt")]
+    pub auth_mode: crate::auth::AuthMode,
+
+    /// HS256 key of the tokens; required in `jwt` mode, the same for every service.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Lifetime of issued tokens (e.g. `1h`, `30m`).
+    #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub jwt_ttl: Duration,
+}
+
+impl AppArgs {
+    /// Checks what clap cannot: a JWT secret in `jwt` mode. The error is one line.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.auth_mode == crate::auth::AuthMode::Jwt && self.jwt_secret.as_deref().is_none_or(str::is_empty) {
+            return Err("--jwt-secret / JWT_SECRET is required when AUTH_MODE=jwt (or set AUTH_MODE=presence)".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The gateway client and the authenticator these flags describe.
+    pub fn connect(&self) -> anyhow::Result<(crate::datastore::Datastore, crate::auth::Auth)> {
+        let datastore = crate::datastore::Datastore::new(&self.datastore_url, self.datastore_token.clone())?;
+        let secret = self.jwt_secret.as_deref().unwrap_or_default().as_bytes();
+        let auth = crate::auth::Auth::new(self.auth_mode, secret, self.jwt_ttl, Some(datastore.clone()));
+        Ok((datastore, auth))
+    }
+}
+
 /// Parses a duration written as a number and a unit: `250ms`, `2s`, `1.5s`, `5m`, `1h`.
 /// A bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

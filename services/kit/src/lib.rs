@@ -6,8 +6,12 @@
 //! tracing with W3C trace context, Prometheus metrics, JSON error envelope, panic
 //! catching, request timeout, body limit). [`serve`] then runs it with graceful shutdown.
 
+pub mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
+pub mod datastore;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -16,7 +20,9 @@ mod middleware;
 pub mod server;
 pub mod telemetry;
 
+pub use auth::{Auth, AuthMode, Caller, HasAuth};
 pub use client::HttpClient;
+pub use datastore::Datastore;
 pub use config::ServerArgs;
 pub use error::ApiError;
 pub use extract::{AppJson, AppQuery};

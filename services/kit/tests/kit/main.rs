@@ -367,8 +367,7 @@ async fn the_kit_client_carries_the_incoming_trace_to_the_next_service() {
             let b_url = b_url.clone();
             async move {
                 client
-                    .get(&b_url)
-                    .send()
+                    .send(client.get(&b_url))
                     .await
                     .expect("call B")
                     .text()

@@ -1,0 +1,199 @@
+//! A typed client of the database gateway's `/api/v1/datastore` API (API.md), for the
+//! services that keep their data there. Every call goes through [`HttpClient::send`],
+//! so it is a client span of the caller's trace.
+
+use reqwest::StatusCode;
+use serde_json::{Map, Value};
+
+use crate::client::{ClientOptions, HttpClient};
+use crate::error::ApiError;
+
+/// One item as read, with the ETag to update it conditionally.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub fields: Map<String, Value>,
+    pub etag: String,
+}
+
+/// What a conditional update found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    Done,
+    NotFound,
+    /// The item moved on since it was read (412): read again and retry.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatastoreError {
+    /// The gateway cannot be reached or answered 5xx/503: worth retrying later.
+    #[error("datastore unavailable: {0}")]
+    Unavailable(String),
+    /// The gateway refused the request with this message (a 4xx).
+    #[error("{1}")]
+    Refused(StatusCode, String),
+    #[error("unexpected datastore answer: {0}")]
+    Unexpected(String),
+}
+
+impl From<DatastoreError> for ApiError {
+    fn from(error: DatastoreError) -> Self {
+        match error {
+            DatastoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "datastore unavailable");
+                ApiError::unavailable("the datastore is unavailable; retry shortly")
+            }
+            DatastoreError::Refused(status, message) if status.is_client_error() => ApiError::new(status, message),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Datastore {
+    http: HttpClient,
+    base: String,
+    token: Option<String>,
+}
+
+impl Datastore {
+    /// A client of the gateway at `base` (e.g. `http://127.0.0.1:30002`).
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let http = HttpClient::new(ClientOptions::default())?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token: token.filter(|t| !t.is_empty()) })
+    }
+
+    fn url(&self, op: &str) -> String {
+        format!("{}/api/v1/datastore/{op}", self.base)
+    }
+
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<reqwest::Response, DatastoreError> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = self.http.send(request).await.map_err(|e| DatastoreError::Unavailable(e.to_string()))?;
+        if response.status().is_server_error() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return Err(DatastoreError::Unavailable(format!("{status}: {body}")));
+        }
+        Ok(response)
+    }
+
+    async fn json(response: reqwest::Response) -> Result<Value, DatastoreError> {
+        response.json().await.map_err(|e| DatastoreError::Unexpected(e.to_string()))
+    }
+
+    async fn refused(response: reqwest::Response) -> DatastoreError {
+        let status = response.status();
+        let message = response
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        DatastoreError::Refused(status, message)
+    }
+
+    /// The item, or `None` if there is none with that key.
+    pub async fn read(&self, objtype: &str, key: &str) -> Result<Option<Versioned>, DatastoreError> {
+        let response = self.send(self.http.get(self.url("read")).query(&[("objtype", objtype), ("objkey", key)])).await?;
+        match response.status() {
+            StatusCode::OK => {
+                let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let body = Self::json(response).await?;
+                match &body["Items"][0] {
+                    Value::Object(fields) => Ok(Some(Versioned { fields: fields.clone(), etag })),
+                    _ => Err(DatastoreError::Unexpected(format!("read without an item: {body}"))),
+                }
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(Self::refused(response).await),
+        }
+    }
+
+    /// Writes a new item and returns its id (the gateway picks one unless `fields` has
+    /// `<objtype>_id`).
+    pub async fn write(&self, objtype: &str, mut fields: Map<String, Value>) -> Result<String, DatastoreError> {
+        fields.insert("objtype".to_owned(), Value::String(objtype.to_owned()));
+        let response = self.send(self.http.post(self.url("write")).json(&fields)).await?;
+        if response.status() != StatusCode::OK {
+            return Err(Self::refused(response).await);
+        }
+        let body = Self::json(response).await?;
+        body[format!("{objtype}_id")]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| DatastoreError::Unexpected(format!("write answered {body}")))
+    }
+
+    /// Sets `fields`; with `if_match`, only if the item is still at that ETag.
+    pub async fn update(
+        &self,
+        objtype: &str,
+        key: &str,
+        fields: &Map<String, Value>,
+        if_match: Option<&str>,
+    ) -> Result<Updated, DatastoreError> {
+        let mut request = self.http.put(self.url("update")).query(&[("objtype", objtype), ("objkey", key)]).json(fields);
+        if let Some(etag) = if_match {
+            request = request.header("If-Match", etag);
+        }
+        let response = self.send(request).await?;
+        match response.status() {
+            StatusCode::OK => Ok(Updated::Done),
+            StatusCode::NOT_FOUND => Ok(Updated::NotFound),
+            StatusCode::PRECONDITION_FAILED => Ok(Updated::Stale),
+            _ => Err(Self::refused(response).await),
+        }
+    }
+
+    /// Deletes an item; `false` if there was none.
+    pub async fn delete(&self, objtype: &str, key: &str) -> Result<bool, DatastoreError> {
+        let response =
+            self.send(self.http.delete(self.url("delete")).query(&[("objtype", objtype), ("objkey", key)])).await?;
+        match response.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(Self::refused(response).await),
+        }
+    }
+
+    /// One page: `{"Count", "Items", "next"}` as the gateway shapes it.
+    pub async fn list(&self, objtype: &str, limit: Option<&str>, cursor: Option<&str>) -> Result<Value, DatastoreError> {
+        let mut query = vec![("objtype", objtype)];
+        query.extend(limit.map(|l| ("limit", l)));
+        query.extend(cursor.map(|c| ("cursor", c)));
+        let response = self.send(self.http.get(self.url("list")).query(&query)).await?;
+        if response.status() != StatusCode::OK {
+            return Err(Self::refused(response).await);
+        }
+        Self::json(response).await
+    }
+
+    /// Items whose string attribute `field` is `value` (first page, up to `limit`).
+    pub async fn find(&self, objtype: &str, field: &str, value: &str, limit: usize) -> Result<Vec<Map<String, Value>>, DatastoreError> {
+        let limit = limit.to_string();
+        let query = [("objtype", objtype), ("field", field), ("value", value), ("limit", limit.as_str())];
+        let response = self.send(self.http.get(self.url("find")).query(&query)).await?;
+        if response.status() != StatusCode::OK {
+            return Err(Self::refused(response).await);
+        }
+        let body = Self::json(response).await?;
+        Ok(body["Items"].as_array().into_iter().flatten().filter_map(|i| i.as_object().cloned()).collect())
+    }
+
+    /// Ok when the gateway says it is ready.
+    pub async fn ready(&self) -> Result<(), String> {
+        let response = self
+            .http
+            .send(self.http.get(format!("{}/readiness", self.base)))
+            .await
+            .map_err(|e| format!("datastore at {} unreachable: {e}", self.base))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("datastore at {} is not ready ({})", self.base, response.status()))
+        }
+    }
+}

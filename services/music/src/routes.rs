@@ -1,0 +1,176 @@
+//! The `/api/v1/music` routes (API.md "music").
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kit::datastore::Updated;
+use kit::docs::ErrorBody;
+use kit::{ApiError, AppJson, AppQuery, Caller};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use kit::api::{Paging, short, text};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::{AppState, Version};
+
+const OBJTYPE: &str = "music";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "scalelab music service", description = "CMPT 756 music service (s2): songs, v1 and v2 behaviour."),
+    paths(create, list, read, update, delete, read_orig_artist, write_orig_artist),
+    components(schemas(NewSong, SongChanges, OrigArtist, ErrorBody)),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+/// A new song.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSong {
+    #[serde(rename = "Artist")]
+    artist: String,
+    #[serde(rename = "SongTitle")]
+    song_title: String,
+    #[serde(rename = "OrigArtist", default)]
+    orig_artist: Option<String>,
+}
+
+/// Fields of a song to change; at least one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SongChanges {
+    #[serde(rename = "Artist")]
+    artist: Option<String>,
+    #[serde(rename = "SongTitle")]
+    song_title: Option<String>,
+    #[serde(rename = "OrigArtist", default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    orig_artist: Option<Option<String>>,
+}
+
+/// The original artist of a song (`null` to clear it).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrigArtist {
+    orig_artist: Option<String>,
+}
+
+/// Tells "absent" (`None`) from "null" (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn id_body(id: &str) -> Json<Value> {
+    Json(json!({ "music_id": id }))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no song with music_id `{}`", short(id)))
+}
+
+/// Create a song.
+#[utoipa::path(post, path = "/api/v1/music/", request_body = NewSong,
+    responses((status = 200, description = "The new song's id", body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create(_: Caller, State(state): State<AppState>, AppJson(song): AppJson<NewSong>) -> Result<Response, ApiError> {
+    let mut fields = Map::new();
+    fields.insert("Artist".into(), text(&song.artist, "Artist")?);
+    fields.insert("SongTitle".into(), text(&song.song_title, "SongTitle")?);
+    if let Some(orig) = &song.orig_artist {
+        fields.insert("OrigArtist".into(), text(orig, "OrigArtist")?);
+    }
+    let id = state.datastore.write(OBJTYPE, fields).await?;
+    Ok(id_body(&id).into_response())
+}
+
+/// List songs, a page at a time.
+#[utoipa::path(get, path = "/api/v1/music/", params(Paging),
+    responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(_: Caller, State(state): State<AppState>, AppQuery(paging): AppQuery<Paging>) -> Result<Response, ApiError> {
+    let page = state.datastore.list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref()).await?;
+    Ok(Json(page).into_response())
+}
+
+/// Read a song. Version v2 fails a share of these with 500 `{"error":"get_song failed"}`.
+#[utoipa::path(get, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)),
+    responses((status = 200, description = "`{\"Count\": 1, \"Items\": [song]}`", body = Object), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 500, description = "v2's injected failure", body = ErrorBody)))]
+pub async fn read(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if state.version == Version::V2 && rand::random_range(0..100u8) < state.error_percent {
+        return Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "get_song failed"}))).into_response());
+    }
+    let song = state.datastore.read(OBJTYPE, &id).await?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(json!({"Count": 1, "Items": [song.fields]})).into_response())
+}
+
+/// Change a song's fields.
+#[utoipa::path(put, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)), request_body = SongChanges,
+    responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(changes): AppJson<SongChanges>,
+) -> Result<Response, ApiError> {
+    let mut fields = Map::new();
+    if let Some(artist) = &changes.artist {
+        fields.insert("Artist".into(), text(artist, "Artist")?);
+    }
+    if let Some(title) = &changes.song_title {
+        fields.insert("SongTitle".into(), text(title, "SongTitle")?);
+    }
+    match &changes.orig_artist {
+        Some(Some(orig)) => drop(fields.insert("OrigArtist".into(), text(orig, "OrigArtist")?)),
+        Some(None) => drop(fields.insert("OrigArtist".into(), Value::Null)),
+        None => {}
+    }
+    if fields.is_empty() {
+        return Err(ApiError::bad_request("name at least one of Artist, SongTitle, OrigArtist"));
+    }
+    set(&state, &id, fields).await
+}
+
+async fn set(state: &AppState, id: &str, fields: Map<String, Value>) -> Result<Response, ApiError> {
+    match state.datastore.update(OBJTYPE, id, &fields, None).await? {
+        Updated::Done => Ok(id_body(id).into_response()),
+        Updated::NotFound => Err(not_found(id)),
+        Updated::Stale => Err(ApiError::internal("unconditional update answered 412")),
+    }
+}
+
+/// Delete a song.
+#[utoipa::path(delete, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)),
+    responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if state.datastore.delete(OBJTYPE, &id).await? { Ok(id_body(&id).into_response()) } else { Err(not_found(&id)) }
+}
+
+/// Read a song's original artist.
+#[utoipa::path(get, path = "/api/v1/music/read_orig_artist/{music_id}", params(("music_id" = String, Path)),
+    responses((status = 200, body = Object, example = json!({"orig_artist": "Bob Dylan"})), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn read_orig_artist(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let song = state.datastore.read(OBJTYPE, &id).await?.ok_or_else(|| not_found(&id))?;
+    let orig = song.fields.get("OrigArtist").cloned().unwrap_or(Value::Null);
+    Ok(Json(json!({ "orig_artist": orig })).into_response())
+}
+
+/// Set (or clear, with `null`) a song's original artist.
+#[utoipa::path(put, path = "/api/v1/music/write_orig_artist/{music_id}", params(("music_id" = String, Path)), request_body = OrigArtist,
+    responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn write_orig_artist(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<OrigArtist>,
+) -> Result<Response, ApiError> {
+    let value = match &body.orig_artist {
+        Some(orig) => text(orig, "orig_artist")?,
+        None => Value::Null,
+    };
+    set(&state, &id, Map::from_iter([("OrigArtist".to_owned(), value)])).await
+}

@@ -1,0 +1,263 @@
+//! The `/api/v1/user` routes (API.md "user").
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use kit::api::{Paging, short, text};
+use kit::auth::REVOKED_FIELD;
+use kit::datastore::Updated;
+use kit::docs::ErrorBody;
+use kit::{ApiError, AppJson, AppQuery, Caller};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::{AppState, password};
+
+const OBJTYPE: &str = "user";
+const PASSWORD_FIELD: &str = "password_hash";
+/// Fields kept on the user item that are never returned.
+const INTERNAL: [&str; 2] = [PASSWORD_FIELD, REVOKED_FIELD];
+/// Longest accepted password, in bytes (Argon2 takes any, but bodies stay small).
+const MAX_PASSWORD: usize = 1024;
+/// Conditional-update attempts before a logoff gives up (it has heavy contention only
+/// if one user logs off hundreds of tokens at once).
+const MAX_ATTEMPTS: usize = 50;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "scalelab user service", description = "CMPT 756 user service (s1): users, login and logoff."),
+    paths(create, list, read, update, delete, login, logoff),
+    components(schemas(NewUser, UserChanges, Login, Logoff, ErrorBody)),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+/// A new user; the email must not belong to another user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    fname: String,
+    lname: String,
+    email: String,
+    /// Optional; stored only as an Argon2 hash, and then required at login.
+    password: Option<String>,
+}
+
+/// Fields of a user to change; at least one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserChanges {
+    fname: Option<String>,
+    lname: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The user's id.
+    uid: String,
+    password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Logoff {
+    /// The token to revoke.
+    jwt: String,
+}
+
+fn id_body(id: &str) -> Json<Value> {
+    Json(json!({ "user_id": id }))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no user with user_id `{}`", short(id)))
+}
+
+/// A user as returned: never its password hash or revocations.
+fn public(mut fields: Map<String, Value>) -> Map<String, Value> {
+    for internal in INTERNAL {
+        fields.remove(internal);
+    }
+    fields
+}
+
+fn email(value: &str) -> Result<Value, ApiError> {
+    let email = text(value, "email")?;
+    let ok = email.as_str().and_then(|e| e.split_once('@')).is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !local.contains(char::is_whitespace) && !domain.contains(char::is_whitespace)
+    });
+    if ok { Ok(email) } else { Err(ApiError::bad_request("`email` is not an email address")) }
+}
+
+fn duplicate_email() -> ApiError {
+    ApiError::conflict("another user already has this email")
+}
+
+/// Users other than `except` with this email.
+async fn holders(state: &AppState, email: &str, except: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let found = state.datastore.find(OBJTYPE, "email", email, 10).await?;
+    Ok(found
+        .iter()
+        .filter_map(|u| u.get("user_id").and_then(Value::as_str))
+        .filter(|id| Some(*id) != except)
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Create a user.
+#[utoipa::path(post, path = "/api/v1/user/", request_body = NewUser, security(()),
+    responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
+              (status = 400, body = ErrorBody), (status = 409, description = "The email is taken", body = ErrorBody)))]
+pub async fn create(State(state): State<AppState>, AppJson(user): AppJson<NewUser>) -> Result<Response, ApiError> {
+    let mut fields = Map::new();
+    fields.insert("fname".into(), text(&user.fname, "fname")?);
+    fields.insert("lname".into(), text(&user.lname, "lname")?);
+    let address = email(&user.email)?;
+    let address_text = address.as_str().unwrap_or_default().to_owned();
+    fields.insert("email".into(), address);
+    if let Some(password) = user.password {
+        if password.is_empty() || password.len() > MAX_PASSWORD {
+            return Err(ApiError::bad_request(format!("`password` must be 1 to {MAX_PASSWORD} bytes")));
+        }
+        fields.insert(PASSWORD_FIELD.into(), Value::String(password::hash(password).await?));
+    }
+    if !holders(&state, &address_text, None).await?.is_empty() {
+        return Err(duplicate_email());
+    }
+    let id = state.datastore.write(OBJTYPE, fields).await?;
+    // Two creations with one email may both pass the check above: the one with the
+    // larger id gives way, so exactly one user keeps the email.
+    let others = holders(&state, &address_text, Some(&id)).await?;
+    if others.iter().any(|other| other.as_str() < id.as_str()) {
+        state.datastore.delete(OBJTYPE, &id).await?;
+        return Err(duplicate_email());
+    }
+    Ok(id_body(&id).into_response())
+}
+
+/// List users, a page at a time.
+#[utoipa::path(get, path = "/api/v1/user/", params(Paging),
+    responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(_: Caller, State(state): State<AppState>, AppQuery(paging): AppQuery<Paging>) -> Result<Response, ApiError> {
+    let mut page = state.datastore.list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref()).await?;
+    if let Some(items) = page["Items"].as_array_mut() {
+        for item in items.iter_mut() {
+            if let Value::Object(fields) = item.take() {
+                *item = Value::Object(public(fields));
+            }
+        }
+    }
+    Ok(Json(page).into_response())
+}
+
+/// Read a user.
+#[utoipa::path(get, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)),
+    responses((status = 200, description = "`{\"Count\": 1, \"Items\": [user]}`", body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn read(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let user = state.datastore.read(OBJTYPE, &id).await?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(json!({"Count": 1, "Items": [public(user.fields)]})).into_response())
+}
+
+/// Change a user's names or email.
+#[utoipa::path(put, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)), request_body = UserChanges,
+    responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn update(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(changes): AppJson<UserChanges>,
+) -> Result<Response, ApiError> {
+    let mut fields = Map::new();
+    if let Some(fname) = &changes.fname {
+        fields.insert("fname".into(), text(fname, "fname")?);
+    }
+    if let Some(lname) = &changes.lname {
+        fields.insert("lname".into(), text(lname, "lname")?);
+    }
+    if let Some(address) = &changes.email {
+        let address = email(address)?;
+        if !holders(&state, address.as_str().unwrap_or_default(), Some(&id)).await?.is_empty() {
+            return Err(duplicate_email());
+        }
+        fields.insert("email".into(), address);
+    }
+    if fields.is_empty() {
+        return Err(ApiError::bad_request("name at least one of fname, lname, email"));
+    }
+    match state.datastore.update(OBJTYPE, &id, &fields, None).await? {
+        Updated::Done => Ok(id_body(&id).into_response()),
+        Updated::NotFound => Err(not_found(&id)),
+        Updated::Stale => Err(ApiError::internal("unconditional update answered 412")),
+    }
+}
+
+/// Delete a user (their tokens stop working).
+#[utoipa::path(delete, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)),
+    responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let deleted = state.datastore.delete(OBJTYPE, &id).await?;
+    state.auth.forget(&id);
+    if deleted { Ok(id_body(&id).into_response()) } else { Err(not_found(&id)) }
+}
+
+/// Log in: the body of the answer is the bare JWT (text/plain), as the course's.
+#[utoipa::path(put, path = "/api/v1/user/login", request_body = Login, security(()),
+    responses((status = 200, description = "The token", body = String, content_type = "text/plain"),
+              (status = 400, body = ErrorBody), (status = 401, description = "Unknown user or wrong password", body = ErrorBody)))]
+pub async fn login(State(state): State<AppState>, AppJson(login): AppJson<Login>) -> Result<Response, ApiError> {
+    let refused = || ApiError::unauthorized("unknown user or wrong password");
+    if login.uid.is_empty() || login.uid.len() > 256 {
+        return Err(ApiError::bad_request("`uid` must be a user id"));
+    }
+    let user = match state.datastore.read(OBJTYPE, &login.uid).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(refused()),
+        // An id the gateway refuses (e.g. a reserved one) is no user of ours.
+        Err(kit::datastore::DatastoreError::Refused(status, _)) if status.is_client_error() => return Err(refused()),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(hash) = user.fields.get(PASSWORD_FIELD).and_then(Value::as_str) {
+        let Some(password) = login.password else { return Err(refused()) };
+        if !password::verify(password, hash.to_owned()).await? {
+            return Err(refused());
+        }
+    }
+    let (token, _) = state.auth.issue(&login.uid);
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], token).into_response())
+}
+
+/// Log off: revoke a token for every replica (within seconds) until it expires.
+#[utoipa::path(put, path = "/api/v1/user/logoff", request_body = Logoff,
+    responses((status = 200, body = Object, example = json!({})), (status = 400, description = "Not a token of ours", body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
+pub async fn logoff(_: Caller, State(state): State<AppState>, AppJson(logoff): AppJson<Logoff>) -> Result<Response, ApiError> {
+    let claims = match state.auth.decode(&logoff.jwt) {
+        Ok(claims) => claims,
+        // Expired already: nothing left to revoke.
+        Err(kit::auth::TokenError::Expired) => return Ok(Json(json!({})).into_response()),
+        Err(e) => return Err(ApiError::bad_request(format!("`jwt` is not a token this service issued: {e}"))),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for _ in 0..MAX_ATTEMPTS {
+        // The user is gone: their tokens are refused anyway.
+        let Some(user) = state.datastore.read(OBJTYPE, &claims.user_id).await? else { break };
+        let mut revoked: Map<String, Value> = user.fields.get(REVOKED_FIELD).and_then(Value::as_object).cloned().unwrap_or_default();
+        revoked.retain(|_, exp| exp.as_u64().is_some_and(|e| e > now));
+        revoked.insert(claims.jti.clone(), json!(claims.exp));
+        let fields = Map::from_iter([(REVOKED_FIELD.to_owned(), Value::Object(revoked))]);
+        match state.datastore.update(OBJTYPE, &claims.user_id, &fields, Some(&user.etag)).await? {
+            Updated::Done | Updated::NotFound => break,
+            Updated::Stale => continue,
+        }
+    }
+    state.auth.forget(&claims.user_id);
+    Ok(Json(json!({})).into_response())
+}
