@@ -22,10 +22,14 @@ pub struct Paging {
 pub fn text(value: &str, field: &str) -> Result<Value, ApiError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::bad_request(format!("`{field}` must not be empty")));
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must not be empty"
+        )));
     }
     if trimmed.chars().count() > MAX_TEXT {
-        return Err(ApiError::bad_request(format!("`{field}` is longer than {MAX_TEXT} characters")));
+        return Err(ApiError::bad_request(format!(
+            "`{field}` is longer than {MAX_TEXT} characters"
+        )));
     }
     Ok(Value::String(trimmed.to_owned()))
 }

@@ -50,12 +50,15 @@ pub struct Claims {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn mac(secret: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length.
-    Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    Hmac::<Sha256>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
 }
 
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
@@ -63,7 +66,11 @@ const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 /// Signs `claims` as a compact HS256 JWT.
 pub fn sign(claims: &Claims, secret: &[u8]) -> String {
     let payload = serde_json::to_vec(claims).unwrap_or_default();
-    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER), URL_SAFE_NO_PAD.encode(payload));
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(HEADER),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
     let mut m = mac(secret);
     m.update(signing_input.as_bytes());
     let signature = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
@@ -90,7 +97,8 @@ pub enum TokenError {
 /// Checks the signature (constant time) and the expiry, and returns the claims.
 pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
@@ -102,10 +110,13 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError
     if header["alg"] != "HS256" {
         return Err(TokenError::WrongAlgorithm);
     }
-    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed)?;
     let mut m = mac(secret);
-    m.update(token[..token.rfind('.').unwrap_or(0)].as_bytes());
-    m.verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
+    m.update(&token.as_bytes()[..token.rfind('.').unwrap_or(0)]);
+    m.verify_slice(&signature)
+        .map_err(|_| TokenError::BadSignature)?;
     let claims: Claims = URL_SAFE_NO_PAD
         .decode(payload)
         .ok()
@@ -137,7 +148,10 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth").field("mode", &self.mode).field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("Auth")
+            .field("mode", &self.mode)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -148,7 +162,13 @@ impl Auth {
     /// `datastore` is where user items (and their revocations) are read from; `None`
     /// skips the user and revocation checks (tests of token handling alone).
     pub fn new(mode: AuthMode, secret: &[u8], ttl: Duration, datastore: Option<Datastore>) -> Self {
-        Self { mode, secret: secret.into(), ttl, datastore, seen: Arc::default() }
+        Self {
+            mode,
+            secret: secret.into(),
+            ttl,
+            datastore,
+            seen: Arc::default(),
+        }
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -175,7 +195,9 @@ impl Auth {
     /// Checks an `Authorization` header value as this service's mode says.
     pub async fn check(&self, header: Option<&str>) -> Result<Caller, ApiError> {
         let header = header.map(str::trim).filter(|h| !h.is_empty());
-        let Some(header) = header else { return Err(ApiError::unauthorized("missing auth")) };
+        let Some(header) = header else {
+            return Err(ApiError::unauthorized("missing auth"));
+        };
         if self.mode == AuthMode::Presence {
             return Ok(Caller { claims: None });
         }
@@ -184,13 +206,19 @@ impl Auth {
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
-        let claims = self.decode(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        let claims = self
+            .decode(token)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         self.check_revocation(&claims).await?;
-        Ok(Caller { claims: Some(claims) })
+        Ok(Caller {
+            claims: Some(claims),
+        })
     }
 
     async fn check_revocation(&self, claims: &Claims) -> Result<(), ApiError> {
-        let Some(datastore) = &self.datastore else { return Ok(()) };
+        let Some(datastore) = &self.datastore else {
+            return Ok(());
+        };
         let cached = self
             .lock()
             .get(&claims.user_id)
@@ -199,7 +227,10 @@ impl Auth {
         let seen = match cached {
             Some(seen) => seen,
             None => {
-                let item = datastore.read("user", &claims.user_id).await.map_err(ApiError::from)?;
+                let item = datastore
+                    .read("user", &claims.user_id)
+                    .await
+                    .map_err(ApiError::from)?;
                 let seen = Seen {
                     at: Instant::now(),
                     exists: item.is_some(),
@@ -221,7 +252,7 @@ impl Auth {
         if !seen.exists {
             return Err(ApiError::unauthorized(TokenError::UnknownUser.to_string()));
         }
-        if seen.revoked.iter().any(|j| *j == claims.jti) {
+        if seen.revoked.contains(&claims.jti) {
             return Err(ApiError::unauthorized(TokenError::Revoked.to_string()));
         }
         Ok(())
@@ -233,7 +264,9 @@ impl Auth {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
-        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -256,7 +289,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         state.auth().check(header).await
     }
 }
@@ -266,7 +302,12 @@ mod tests {
     use super::*;
 
     fn claims(exp: u64) -> Claims {
-        Claims { user_id: "u1".into(), iat: 100, exp, jti: "j1".into() }
+        Claims {
+            user_id: "u1".into(),
+            iat: 100,
+            exp,
+            jti: "j1".into(),
+        }
     }
 
     #[test]
@@ -284,7 +325,10 @@ mod tests {
         let mut edited = claims(200);
         edited.user_id = "admin".into();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&edited).expect("json"));
-        assert_eq!(verify(&parts.join("."), b"secret", 150), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&parts.join("."), b"secret", 150),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
@@ -292,7 +336,10 @@ mod tests {
         let token = sign(&claims(200), b"secret");
         let body = token.split('.').nth(1).expect("payload");
         let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#));
-        assert_eq!(verify(&none, b"secret", 150), Err(TokenError::WrongAlgorithm));
+        assert_eq!(
+            verify(&none, b"secret", 150),
+            Err(TokenError::WrongAlgorithm)
+        );
         for garbage in ["", "a.b", "a.b.c.d", "!!!.???.***"] {
             assert!(verify(garbage, b"secret", 150).is_err(), "{garbage}");
         }

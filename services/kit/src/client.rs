@@ -83,7 +83,10 @@ impl HttpClient {
         );
         let cx = span.context();
         opentelemetry::global::get_text_map_propagator(|p| {
-            p.inject_context(&cx, &mut crate::telemetry::HeaderInjector(request.headers_mut()));
+            p.inject_context(
+                &cx,
+                &mut crate::telemetry::HeaderInjector(request.headers_mut()),
+            );
         });
         let result = self.inner.execute(request).instrument(span.clone()).await;
         if let Ok(response) = &result {

@@ -67,7 +67,9 @@ pub struct AppArgs {
 impl AppArgs {
     /// Checks what clap cannot: a JWT secret in `jwt` mode. The error is one line.
     pub fn validate(&self) -> Result<(), String> {
-        if self.auth_mode == crate::auth::AuthMode::Jwt && self.jwt_secret.as_deref().is_none_or(str::is_empty) {
+        if self.auth_mode == crate::auth::AuthMode::Jwt
+            && self.jwt_secret.as_deref().is_none_or(str::is_empty)
+        {
             return Err("--jwt-secret / JWT_SECRET is required when AUTH_MODE=jwt (or set AUTH_MODE=presence)".to_owned());
         }
         Ok(())
@@ -75,9 +77,15 @@ impl AppArgs {
 
     /// The gateway client and the authenticator these flags describe.
     pub fn connect(&self) -> anyhow::Result<(crate::datastore::Datastore, crate::auth::Auth)> {
-        let datastore = crate::datastore::Datastore::new(&self.datastore_url, self.datastore_token.clone())?;
+        let datastore =
+            crate::datastore::Datastore::new(&self.datastore_url, self.datastore_token.clone())?;
         let secret = self.jwt_secret.as_deref().unwrap_or_default().as_bytes();
-        let auth = crate::auth::Auth::new(self.auth_mode, secret, self.jwt_ttl, Some(datastore.clone()));
+        let auth = crate::auth::Auth::new(
+            self.auth_mode,
+            secret,
+            self.jwt_ttl,
+            Some(datastore.clone()),
+        );
         Ok((datastore, auth))
     }
 }

@@ -43,7 +43,9 @@ impl From<DatastoreError> for ApiError {
                 tracing::warn!(%cause, "datastore unavailable");
                 ApiError::unavailable("the datastore is unavailable; retry shortly")
             }
-            DatastoreError::Refused(status, message) if status.is_client_error() => ApiError::new(status, message),
+            DatastoreError::Refused(status, message) if status.is_client_error() => {
+                ApiError::new(status, message)
+            }
             other => ApiError::internal(other),
         }
     }
@@ -60,18 +62,29 @@ impl Datastore {
     /// A client of the gateway at `base` (e.g. `http://127.0.0.1:30002`).
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
         let http = HttpClient::new(ClientOptions::default())?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token: token.filter(|t| !t.is_empty()) })
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.filter(|t| !t.is_empty()),
+        })
     }
 
     fn url(&self, op: &str) -> String {
         format!("{}/api/v1/datastore/{op}", self.base)
     }
 
-    async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<reqwest::Response, DatastoreError> {
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DatastoreError> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = self.http.send(request).await.map_err(|e| DatastoreError::Unavailable(e.to_string()))?;
+        let response = self
+            .http
+            .send(request)
+            .await
+            .map_err(|e| DatastoreError::Unavailable(e.to_string()))?;
         if response.status().is_server_error() {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
@@ -81,7 +94,10 @@ impl Datastore {
     }
 
     async fn json(response: reqwest::Response) -> Result<Value, DatastoreError> {
-        response.json().await.map_err(|e| DatastoreError::Unexpected(e.to_string()))
+        response
+            .json()
+            .await
+            .map_err(|e| DatastoreError::Unexpected(e.to_string()))
     }
 
     async fn refused(response: reqwest::Response) -> DatastoreError {
@@ -96,15 +112,35 @@ impl Datastore {
     }
 
     /// The item, or `None` if there is none with that key.
-    pub async fn read(&self, objtype: &str, key: &str) -> Result<Option<Versioned>, DatastoreError> {
-        let response = self.send(self.http.get(self.url("read")).query(&[("objtype", objtype), ("objkey", key)])).await?;
+    pub async fn read(
+        &self,
+        objtype: &str,
+        key: &str,
+    ) -> Result<Option<Versioned>, DatastoreError> {
+        let response = self
+            .send(
+                self.http
+                    .get(self.url("read"))
+                    .query(&[("objtype", objtype), ("objkey", key)]),
+            )
+            .await?;
         match response.status() {
             StatusCode::OK => {
-                let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let etag = response
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
                 let body = Self::json(response).await?;
                 match &body["Items"][0] {
-                    Value::Object(fields) => Ok(Some(Versioned { fields: fields.clone(), etag })),
-                    _ => Err(DatastoreError::Unexpected(format!("read without an item: {body}"))),
+                    Value::Object(fields) => Ok(Some(Versioned {
+                        fields: fields.clone(),
+                        etag,
+                    })),
+                    _ => Err(DatastoreError::Unexpected(format!(
+                        "read without an item: {body}"
+                    ))),
                 }
             }
             StatusCode::NOT_FOUND => Ok(None),
@@ -114,9 +150,15 @@ impl Datastore {
 
     /// Writes a new item and returns its id (the gateway picks one unless `fields` has
     /// `<objtype>_id`).
-    pub async fn write(&self, objtype: &str, mut fields: Map<String, Value>) -> Result<String, DatastoreError> {
+    pub async fn write(
+        &self,
+        objtype: &str,
+        mut fields: Map<String, Value>,
+    ) -> Result<String, DatastoreError> {
         fields.insert("objtype".to_owned(), Value::String(objtype.to_owned()));
-        let response = self.send(self.http.post(self.url("write")).json(&fields)).await?;
+        let response = self
+            .send(self.http.post(self.url("write")).json(&fields))
+            .await?;
         if response.status() != StatusCode::OK {
             return Err(Self::refused(response).await);
         }
@@ -135,7 +177,11 @@ impl Datastore {
         fields: &Map<String, Value>,
         if_match: Option<&str>,
     ) -> Result<Updated, DatastoreError> {
-        let mut request = self.http.put(self.url("update")).query(&[("objtype", objtype), ("objkey", key)]).json(fields);
+        let mut request = self
+            .http
+            .put(self.url("update"))
+            .query(&[("objtype", objtype), ("objkey", key)])
+            .json(fields);
         if let Some(etag) = if_match {
             request = request.header("If-Match", etag);
         }
@@ -150,8 +196,13 @@ impl Datastore {
 
     /// Deletes an item; `false` if there was none.
     pub async fn delete(&self, objtype: &str, key: &str) -> Result<bool, DatastoreError> {
-        let response =
-            self.send(self.http.delete(self.url("delete")).query(&[("objtype", objtype), ("objkey", key)])).await?;
+        let response = self
+            .send(
+                self.http
+                    .delete(self.url("delete"))
+                    .query(&[("objtype", objtype), ("objkey", key)]),
+            )
+            .await?;
         match response.status() {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -160,11 +211,18 @@ impl Datastore {
     }
 
     /// One page: `{"Count", "Items", "next"}` as the gateway shapes it.
-    pub async fn list(&self, objtype: &str, limit: Option<&str>, cursor: Option<&str>) -> Result<Value, DatastoreError> {
+    pub async fn list(
+        &self,
+        objtype: &str,
+        limit: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<Value, DatastoreError> {
         let mut query = vec![("objtype", objtype)];
         query.extend(limit.map(|l| ("limit", l)));
         query.extend(cursor.map(|c| ("cursor", c)));
-        let response = self.send(self.http.get(self.url("list")).query(&query)).await?;
+        let response = self
+            .send(self.http.get(self.url("list")).query(&query))
+            .await?;
         if response.status() != StatusCode::OK {
             return Err(Self::refused(response).await);
         }
@@ -172,15 +230,33 @@ impl Datastore {
     }
 
     /// Items whose string attribute `field` is `value` (first page, up to `limit`).
-    pub async fn find(&self, objtype: &str, field: &str, value: &str, limit: usize) -> Result<Vec<Map<String, Value>>, DatastoreError> {
+    pub async fn find(
+        &self,
+        objtype: &str,
+        field: &str,
+        value: &str,
+        limit: usize,
+    ) -> Result<Vec<Map<String, Value>>, DatastoreError> {
         let limit = limit.to_string();
-        let query = [("objtype", objtype), ("field", field), ("value", value), ("limit", limit.as_str())];
-        let response = self.send(self.http.get(self.url("find")).query(&query)).await?;
+        let query = [
+            ("objtype", objtype),
+            ("field", field),
+            ("value", value),
+            ("limit", limit.as_str()),
+        ];
+        let response = self
+            .send(self.http.get(self.url("find")).query(&query))
+            .await?;
         if response.status() != StatusCode::OK {
             return Err(Self::refused(response).await);
         }
         let body = Self::json(response).await?;
-        Ok(body["Items"].as_array().into_iter().flatten().filter_map(|i| i.as_object().cloned()).collect())
+        Ok(body["Items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.as_object().cloned())
+            .collect())
     }
 
     /// Ok when the gateway says it is ready.
@@ -193,7 +269,11 @@ impl Datastore {
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(format!("datastore at {} is not ready ({})", self.base, response.status()))
+            Err(format!(
+                "datastore at {} is not ready ({})",
+                self.base,
+                response.status()
+            ))
         }
     }
 }

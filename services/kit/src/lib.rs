@@ -22,8 +22,8 @@ pub mod telemetry;
 
 pub use auth::{Auth, AuthMode, Caller, HasAuth};
 pub use client::HttpClient;
-pub use datastore::Datastore;
 pub use config::ServerArgs;
+pub use datastore::Datastore;
 pub use error::ApiError;
 pub use extract::{AppJson, AppQuery};
 pub use health::{Readiness, ReadinessCheck};

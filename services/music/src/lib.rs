@@ -87,22 +87,38 @@ impl AppState {
 
 pub fn app(state: AppState) -> Router {
     let datastore = state.datastore.clone();
-    let readiness = Readiness::new(move || -> kit::health::BoxFuture<'static, Result<(), String>> {
-        let datastore = datastore.clone();
-        Box::pin(async move { datastore.ready().await })
-    });
+    let readiness = Readiness::new(
+        move || -> kit::health::BoxFuture<'static, Result<(), String>> {
+            let datastore = datastore.clone();
+            Box::pin(async move { datastore.ready().await })
+        },
+    );
     let kit = Kit::new(SERVICE, "music", &state.server).with_readiness(readiness);
     let version = HeaderValue::from_static(state.version.as_str());
     let api = Router::new()
         .route("/api/v1/music/", get(routes::list).post(routes::create))
         .route("/api/v1/music", get(routes::list).post(routes::create))
-        .route("/api/v1/music/{music_id}", get(routes::read).put(routes::update).delete(routes::delete))
-        .route("/api/v1/music/read_orig_artist/{music_id}", get(routes::read_orig_artist))
-        .route("/api/v1/music/write_orig_artist/{music_id}", axum::routing::put(routes::write_orig_artist))
+        .route(
+            "/api/v1/music/{music_id}",
+            get(routes::read).put(routes::update).delete(routes::delete),
+        )
+        .route(
+            "/api/v1/music/read_orig_artist/{music_id}",
+            get(routes::read_orig_artist),
+        )
+        .route(
+            "/api/v1/music/write_orig_artist/{music_id}",
+            axum::routing::put(routes::write_orig_artist),
+        )
         .with_state(state)
-        .merge(kit::docs::router(kit::docs::with_bearer(routes::ApiDoc::openapi())));
+        .merge(kit::docs::router(kit::docs::with_bearer(
+            routes::ApiDoc::openapi(),
+        )));
     kit.into_router(api)
-        .layer(SetResponseHeaderLayer::overriding(HeaderName::from_static("x-service-version"), version))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-service-version"),
+            version,
+        ))
 }
 
 pub async fn run(

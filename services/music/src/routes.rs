@@ -4,12 +4,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kit::api::{Paging, short, text};
 use kit::datastore::Updated;
 use kit::docs::ErrorBody;
 use kit::{ApiError, AppJson, AppQuery, Caller};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use kit::api::{Paging, short, text};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::{AppState, Version};
@@ -74,7 +74,11 @@ fn not_found(id: &str) -> ApiError {
 #[utoipa::path(post, path = "/api/v1/music/", request_body = NewSong,
     responses((status = 200, description = "The new song's id", body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn create(_: Caller, State(state): State<AppState>, AppJson(song): AppJson<NewSong>) -> Result<Response, ApiError> {
+pub async fn create(
+    _: Caller,
+    State(state): State<AppState>,
+    AppJson(song): AppJson<NewSong>,
+) -> Result<Response, ApiError> {
     let mut fields = Map::new();
     fields.insert("Artist".into(), text(&song.artist, "Artist")?);
     fields.insert("SongTitle".into(), text(&song.song_title, "SongTitle")?);
@@ -88,8 +92,15 @@ pub async fn create(_: Caller, State(state): State<AppState>, AppJson(song): App
 /// List songs, a page at a time.
 #[utoipa::path(get, path = "/api/v1/music/", params(Paging),
     responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list(_: Caller, State(state): State<AppState>, AppQuery(paging): AppQuery<Paging>) -> Result<Response, ApiError> {
-    let page = state.datastore.list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref()).await?;
+pub async fn list(
+    _: Caller,
+    State(state): State<AppState>,
+    AppQuery(paging): AppQuery<Paging>,
+) -> Result<Response, ApiError> {
+    let page = state
+        .datastore
+        .list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref())
+        .await?;
     Ok(Json(page).into_response())
 }
 
@@ -97,11 +108,23 @@ pub async fn list(_: Caller, State(state): State<AppState>, AppQuery(paging): Ap
 #[utoipa::path(get, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)),
     responses((status = 200, description = "`{\"Count\": 1, \"Items\": [song]}`", body = Object), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 500, description = "v2's injected failure", body = ErrorBody)))]
-pub async fn read(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn read(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     if state.version == Version::V2 && rand::random_range(0..100u8) < state.error_percent {
-        return Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "get_song failed"}))).into_response());
+        return Ok((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "get_song failed"})),
+        )
+            .into_response());
     }
-    let song = state.datastore.read(OBJTYPE, &id).await?.ok_or_else(|| not_found(&id))?;
+    let song = state
+        .datastore
+        .read(OBJTYPE, &id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
     Ok(Json(json!({"Count": 1, "Items": [song.fields]})).into_response())
 }
 
@@ -128,7 +151,9 @@ pub async fn update(
         None => {}
     }
     if fields.is_empty() {
-        return Err(ApiError::bad_request("name at least one of Artist, SongTitle, OrigArtist"));
+        return Err(ApiError::bad_request(
+            "name at least one of Artist, SongTitle, OrigArtist",
+        ));
     }
     set(&state, &id, fields).await
 }
@@ -145,16 +170,36 @@ async fn set(state: &AppState, id: &str, fields: Map<String, Value>) -> Result<R
 #[utoipa::path(delete, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)),
     responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    if state.datastore.delete(OBJTYPE, &id).await? { Ok(id_body(&id).into_response()) } else { Err(not_found(&id)) }
+pub async fn delete(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.datastore.delete(OBJTYPE, &id).await? {
+        Ok(id_body(&id).into_response())
+    } else {
+        Err(not_found(&id))
+    }
 }
 
 /// Read a song's original artist.
 #[utoipa::path(get, path = "/api/v1/music/read_orig_artist/{music_id}", params(("music_id" = String, Path)),
     responses((status = 200, body = Object, example = json!({"orig_artist": "Bob Dylan"})), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn read_orig_artist(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let song = state.datastore.read(OBJTYPE, &id).await?.ok_or_else(|| not_found(&id))?;
-    let orig = song.fields.get("OrigArtist").cloned().unwrap_or(Value::Null);
+pub async fn read_orig_artist(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let song = state
+        .datastore
+        .read(OBJTYPE, &id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let orig = song
+        .fields
+        .get("OrigArtist")
+        .cloned()
+        .unwrap_or(Value::Null);
     Ok(Json(json!({ "orig_artist": orig })).into_response())
 }
 
@@ -172,5 +217,10 @@ pub async fn write_orig_artist(
         Some(orig) => text(orig, "orig_artist")?,
         None => Value::Null,
     };
-    set(&state, &id, Map::from_iter([("OrigArtist".to_owned(), value)])).await
+    set(
+        &state,
+        &id,
+        Map::from_iter([("OrigArtist".to_owned(), value)]),
+    )
+    .await
 }

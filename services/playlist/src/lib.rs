@@ -49,25 +49,39 @@ impl HasAuth for AppState {
 impl AppState {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let (datastore, auth) = config.app.connect()?;
-        Ok(Self { datastore, auth, server: config.server.clone() })
+        Ok(Self {
+            datastore,
+            auth,
+            server: config.server.clone(),
+        })
     }
 }
 
 pub fn app(state: AppState) -> Router {
     let datastore = state.datastore.clone();
-    let readiness = Readiness::new(move || -> kit::health::BoxFuture<'static, Result<(), String>> {
-        let datastore = datastore.clone();
-        Box::pin(async move { datastore.ready().await })
-    });
+    let readiness = Readiness::new(
+        move || -> kit::health::BoxFuture<'static, Result<(), String>> {
+            let datastore = datastore.clone();
+            Box::pin(async move { datastore.ready().await })
+        },
+    );
     let kit = Kit::new(SERVICE, "playlist", &state.server).with_readiness(readiness);
     let api = Router::new()
         .route("/api/v1/playlist/", get(routes::list).post(routes::create))
         .route("/api/v1/playlist", get(routes::list).post(routes::create))
-        .route("/api/v1/playlist/{playlist_id}", get(routes::read).delete(routes::delete))
+        .route(
+            "/api/v1/playlist/{playlist_id}",
+            get(routes::read).delete(routes::delete),
+        )
         .route("/api/v1/playlist/{playlist_id}/add", post(routes::add))
-        .route("/api/v1/playlist/{playlist_id}/delete", post(routes::remove))
+        .route(
+            "/api/v1/playlist/{playlist_id}/delete",
+            post(routes::remove),
+        )
         .with_state(state)
-        .merge(kit::docs::router(kit::docs::with_bearer(routes::ApiDoc::openapi())));
+        .merge(kit::docs::router(kit::docs::with_bearer(
+            routes::ApiDoc::openapi(),
+        )));
     kit.into_router(api)
 }
 

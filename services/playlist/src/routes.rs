@@ -81,7 +81,11 @@ async fn song_exists(state: &AppState, id: &str) -> Result<bool, ApiError> {
 #[utoipa::path(post, path = "/api/v1/playlist/", request_body = NewPlaylist,
     responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, description = "An unknown song", body = ErrorBody)))]
-pub async fn create(_: Caller, State(state): State<AppState>, AppJson(new): AppJson<NewPlaylist>) -> Result<Response, ApiError> {
+pub async fn create(
+    _: Caller,
+    State(state): State<AppState>,
+    AppJson(new): AppJson<NewPlaylist>,
+) -> Result<Response, ApiError> {
     let name = text(&new.name, "Name")?;
     let ids = songs::parse(&new.playlist)?;
     let checks = ids.iter().map(|id| song_exists(&state, id));
@@ -90,7 +94,10 @@ pub async fn create(_: Caller, State(state): State<AppState>, AppJson(new): AppJ
             return Err(unknown_song(id));
         }
     }
-    let fields = Map::from_iter([("Name".to_owned(), name), ("Playlist".to_owned(), json!(ids))]);
+    let fields = Map::from_iter([
+        ("Name".to_owned(), name),
+        ("Playlist".to_owned(), json!(ids)),
+    ]);
     let id = state.datastore.write(OBJTYPE, fields).await?;
     Ok(id_body(&id).into_response())
 }
@@ -98,8 +105,15 @@ pub async fn create(_: Caller, State(state): State<AppState>, AppJson(new): AppJ
 /// List playlists, a page at a time.
 #[utoipa::path(get, path = "/api/v1/playlist/", params(Paging),
     responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list(_: Caller, State(state): State<AppState>, AppQuery(paging): AppQuery<Paging>) -> Result<Response, ApiError> {
-    let mut page = state.datastore.list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref()).await?;
+pub async fn list(
+    _: Caller,
+    State(state): State<AppState>,
+    AppQuery(paging): AppQuery<Paging>,
+) -> Result<Response, ApiError> {
+    let mut page = state
+        .datastore
+        .list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref())
+        .await?;
     if let Some(items) = page["Items"].as_array_mut() {
         for item in items.iter_mut() {
             if let Value::Object(fields) = item.take() {
@@ -114,8 +128,16 @@ pub async fn list(_: Caller, State(state): State<AppState>, AppQuery(paging): Ap
 #[utoipa::path(get, path = "/api/v1/playlist/{playlist_id}", params(("playlist_id" = String, Path)),
     responses((status = 200, description = "`{\"Count\": 1, \"Items\": [{\"playlist_id\", \"Name\", \"Playlist\": [ids]}]}`", body = Object),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn read(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let playlist = state.datastore.read(OBJTYPE, &id).await?.ok_or_else(|| not_found(&id))?;
+pub async fn read(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let playlist = state
+        .datastore
+        .read(OBJTYPE, &id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
     Ok(Json(json!({"Count": 1, "Items": [shaped(playlist.fields)]})).into_response())
 }
 
@@ -124,7 +146,12 @@ pub async fn read(_: Caller, State(state): State<AppState>, Path(id): Path<Strin
     responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "The song is already there", body = ErrorBody), (status = 422, description = "An unknown song", body = ErrorBody)))]
-pub async fn add(_: Caller, State(state): State<AppState>, Path(id): Path<String>, AppJson(song): AppJson<Song>) -> Result<Response, ApiError> {
+pub async fn add(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(song): AppJson<Song>,
+) -> Result<Response, ApiError> {
     let music_id = song.music_id.trim().to_owned();
     if music_id.is_empty() {
         return Err(ApiError::bad_request("`music_id` must not be empty"));
@@ -134,10 +161,16 @@ pub async fn add(_: Caller, State(state): State<AppState>, Path(id): Path<String
     }
     edit(&state, &id, |ids| {
         if ids.contains(&music_id) {
-            return Err(ApiError::conflict(format!("song `{}` is already in the playlist", short(&music_id))));
+            return Err(ApiError::conflict(format!(
+                "song `{}` is already in the playlist",
+                short(&music_id)
+            )));
         }
         if ids.len() >= songs::MAX_SONGS {
-            return Err(ApiError::conflict(format!("the playlist already holds {} songs", songs::MAX_SONGS)));
+            return Err(ApiError::conflict(format!(
+                "the playlist already holds {} songs",
+                songs::MAX_SONGS
+            )));
         }
         ids.push(music_id.clone());
         Ok(())
@@ -150,13 +183,21 @@ pub async fn add(_: Caller, State(state): State<AppState>, Path(id): Path<String
     responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "The song is not there", body = ErrorBody)))]
-pub async fn remove(_: Caller, State(state): State<AppState>, Path(id): Path<String>, AppJson(song): AppJson<Song>) -> Result<Response, ApiError> {
+pub async fn remove(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(song): AppJson<Song>,
+) -> Result<Response, ApiError> {
     let music_id = song.music_id.trim().to_owned();
     edit(&state, &id, |ids| {
         let before = ids.len();
         ids.retain(|s| *s != music_id);
         if ids.len() == before {
-            return Err(ApiError::conflict(format!("song `{}` is not in the playlist", short(&music_id))));
+            return Err(ApiError::conflict(format!(
+                "song `{}` is not in the playlist",
+                short(&music_id)
+            )));
         }
         Ok(())
     })
@@ -170,11 +211,19 @@ async fn edit(
     change: impl Fn(&mut Vec<String>) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
     for attempt in 0..MAX_ATTEMPTS {
-        let playlist = state.datastore.read(OBJTYPE, id).await?.ok_or_else(|| not_found(id))?;
+        let playlist = state
+            .datastore
+            .read(OBJTYPE, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
         let mut ids = songs::stored(playlist.fields.get("Playlist"));
         change(&mut ids)?;
         let fields = Map::from_iter([("Playlist".to_owned(), json!(ids))]);
-        match state.datastore.update(OBJTYPE, id, &fields, Some(&playlist.etag)).await? {
+        match state
+            .datastore
+            .update(OBJTYPE, id, &fields, Some(&playlist.etag))
+            .await?
+        {
             Updated::Done => return Ok(id_body(id).into_response()),
             Updated::NotFound => return Err(not_found(id)),
             Updated::Stale => {
@@ -184,11 +233,15 @@ async fn edit(
             }
         }
     }
-    Err(ApiError::unavailable("the playlist is being edited too often; retry"))
+    Err(ApiError::unavailable(
+        "the playlist is being edited too often; retry",
+    ))
 }
 
 fn rand_u16() -> u16 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     (nanos ^ (nanos >> 16)) as u16
 }
 
@@ -196,6 +249,14 @@ fn rand_u16() -> u16 {
 #[utoipa::path(delete, path = "/api/v1/playlist/{playlist_id}", params(("playlist_id" = String, Path)),
     responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    if state.datastore.delete(OBJTYPE, &id).await? { Ok(id_body(&id).into_response()) } else { Err(not_found(&id)) }
+pub async fn delete(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.datastore.delete(OBJTYPE, &id).await? {
+        Ok(id_body(&id).into_response())
+    } else {
+        Err(not_found(&id))
+    }
 }

@@ -16,20 +16,31 @@ pub fn parse(value: &Value) -> Result<Vec<String>, ApiError> {
             .iter()
             .map(|item| match item {
                 Value::String(id) => Ok(id.trim().to_owned()),
-                _ => Err(ApiError::bad_request("`Playlist` must hold music ids (strings)")),
+                _ => Err(ApiError::bad_request(
+                    "`Playlist` must hold music ids (strings)",
+                )),
             })
             .collect::<Result<_, _>>()?,
-        _ => return Err(ApiError::bad_request("`Playlist` must be a comma-separated string or an array of music ids")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "`Playlist` must be a comma-separated string or an array of music ids",
+            ));
+        }
     };
     if ids.iter().any(String::is_empty) {
         return Err(ApiError::bad_request("`Playlist` has an empty music id"));
     }
     if ids.len() > MAX_SONGS {
-        return Err(ApiError::bad_request(format!("a playlist holds at most {MAX_SONGS} songs")));
+        return Err(ApiError::bad_request(format!(
+            "a playlist holds at most {MAX_SONGS} songs"
+        )));
     }
     for (i, id) in ids.iter().enumerate() {
         if ids[..i].contains(id) {
-            return Err(ApiError::bad_request(format!("song `{}` appears twice", kit::api::short(id))));
+            return Err(ApiError::bad_request(format!(
+                "song `{}` appears twice",
+                kit::api::short(id)
+            )));
         }
     }
     Ok(ids)
@@ -38,10 +49,16 @@ pub fn parse(value: &Value) -> Result<Vec<String>, ApiError> {
 /// The ids of a stored `Playlist` (the loader may have stored the course's string).
 pub fn stored(value: Option<&Value>) -> Vec<String> {
     match value {
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-        Some(Value::String(text)) => {
-            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(Value::String(text)) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -62,7 +79,13 @@ mod tests {
 
     #[test]
     fn bad_song_lists_are_400() {
-        for bad in [json!("a,,b"), json!(["a", 1]), json!(5), json!({"a": 1}), json!(["a", "a"])] {
+        for bad in [
+            json!("a,,b"),
+            json!(["a", 1]),
+            json!(5),
+            json!({"a": 1}),
+            json!(["a", "a"]),
+        ] {
             assert!(parse(&bad).is_err(), "{bad}");
         }
     }

@@ -14,7 +14,11 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = kit::telemetry::init(SERVICE, &config.server.log_format)?;
     tracing::info!(datastore = %config.app.datastore_url, auth = ?config.app.auth_mode, "starting");
     let state = AppState::from_config(&config)?;
-    let listener = kit::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    user::run(listener, state, kit::shutdown_signal()).await.context("serving")?;
+    let listener = kit::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    user::run(listener, state, kit::shutdown_signal())
+        .await
+        .context("serving")?;
     Ok(())
 }

@@ -4,11 +4,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use kit::api::{Paging, short, text};
 use kit::auth::REVOKED_FIELD;
-use kit::datastore::Updated;
+use kit::datastore::{DatastoreError, Updated};
 use kit::docs::ErrorBody;
 use kit::{ApiError, AppJson, AppQuery, Caller};
 use serde::Deserialize;
@@ -89,32 +90,124 @@ fn public(mut fields: Map<String, Value>) -> Map<String, Value> {
 
 fn email(value: &str) -> Result<Value, ApiError> {
     let email = text(value, "email")?;
-    let ok = email.as_str().and_then(|e| e.split_once('@')).is_some_and(|(local, domain)| {
-        !local.is_empty() && !domain.is_empty() && !local.contains(char::is_whitespace) && !domain.contains(char::is_whitespace)
-    });
-    if ok { Ok(email) } else { Err(ApiError::bad_request("`email` is not an email address")) }
+    let ok = email
+        .as_str()
+        .and_then(|e| e.split_once('@'))
+        .is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !local.contains(char::is_whitespace)
+                && !domain.contains(char::is_whitespace)
+        });
+    if ok {
+        Ok(email)
+    } else {
+        Err(ApiError::bad_request("`email` is not an email address"))
+    }
 }
 
 fn duplicate_email() -> ApiError {
     ApiError::conflict("another user already has this email")
 }
 
-/// Users other than `except` with this email.
-async fn holders(state: &AppState, email: &str, except: Option<&str>) -> Result<Vec<String>, ApiError> {
-    let found = state.datastore.find(OBJTYPE, "email", email, 10).await?;
-    Ok(found
+/// Emails are kept unique with a claim item per address in the user table
+/// (`user_id` = `email:<address>`, `claim_owner` = the user's id): the gateway's
+/// create-if-absent makes two sign-ups with one address race-free. Claims never
+/// appear in answers.
+const CLAIM_PREFIX: &str = "email:";
+
+fn claim_id(address: &str) -> String {
+    format!("{CLAIM_PREFIX}{}", address.to_lowercase())
+}
+
+/// Takes the claim on `address` for `owner`; `Err(409)` if a live user holds it.
+async fn claim(state: &AppState, address: &str, owner: &str) -> Result<(), ApiError> {
+    let id = claim_id(address);
+    let mut claimed = false;
+    for _ in 0..5 {
+        let fields = Map::from_iter([
+            ("user_id".to_owned(), Value::String(id.clone())),
+            ("claim_owner".to_owned(), Value::String(owner.to_owned())),
+        ]);
+        match state.datastore.write(OBJTYPE, fields).await {
+            Ok(_) => {
+                claimed = true;
+                break;
+            }
+            Err(DatastoreError::Refused(StatusCode::CONFLICT, _)) => {
+                let Some(existing) = state.datastore.read(OBJTYPE, &id).await? else {
+                    continue;
+                };
+                let holder = existing
+                    .fields
+                    .get("claim_owner")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if holder == owner {
+                    claimed = true;
+                    break;
+                }
+                if state.datastore.read(OBJTYPE, &holder).await?.is_some() {
+                    return Err(duplicate_email());
+                }
+                // Left behind by a user that is gone: take it over.
+                let fields =
+                    Map::from_iter([("claim_owner".to_owned(), Value::String(owner.to_owned()))]);
+                if state
+                    .datastore
+                    .update(OBJTYPE, &id, &fields, Some(&existing.etag))
+                    .await?
+                    == Updated::Done
+                {
+                    claimed = true;
+                    break;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !claimed {
+        return Err(ApiError::unavailable(
+            "this email is being claimed right now; retry",
+        ));
+    }
+    // Users loaded without claims (the course CSVs): found by their email field.
+    let found = state.datastore.find(OBJTYPE, "email", address, 10).await?;
+    if found
         .iter()
         .filter_map(|u| u.get("user_id").and_then(Value::as_str))
-        .filter(|id| Some(*id) != except)
-        .map(str::to_owned)
-        .collect())
+        .any(|holder| holder != owner)
+    {
+        release(state, address, owner).await?;
+        return Err(duplicate_email());
+    }
+    Ok(())
+}
+
+/// Gives up `owner`'s claim on `address` (if it is still theirs).
+async fn release(state: &AppState, address: &str, owner: &str) -> Result<(), ApiError> {
+    let id = claim_id(address);
+    if let Some(existing) = state.datastore.read(OBJTYPE, &id).await?
+        && existing.fields.get("claim_owner").and_then(Value::as_str) == Some(owner)
+    {
+        state.datastore.delete(OBJTYPE, &id).await?;
+    }
+    Ok(())
+}
+
+fn is_claim(id: &str) -> bool {
+    id.starts_with(CLAIM_PREFIX)
 }
 
 /// Create a user.
 #[utoipa::path(post, path = "/api/v1/user/", request_body = NewUser, security(()),
     responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
               (status = 400, body = ErrorBody), (status = 409, description = "The email is taken", body = ErrorBody)))]
-pub async fn create(State(state): State<AppState>, AppJson(user): AppJson<NewUser>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    AppJson(user): AppJson<NewUser>,
+) -> Result<Response, ApiError> {
     let mut fields = Map::new();
     fields.insert("fname".into(), text(&user.fname, "fname")?);
     fields.insert("lname".into(), text(&user.lname, "lname")?);
@@ -123,20 +216,21 @@ pub async fn create(State(state): State<AppState>, AppJson(user): AppJson<NewUse
     fields.insert("email".into(), address);
     if let Some(password) = user.password {
         if password.is_empty() || password.len() > MAX_PASSWORD {
-            return Err(ApiError::bad_request(format!("`password` must be 1 to {MAX_PASSWORD} bytes")));
+            return Err(ApiError::bad_request(format!(
+                "`password` must be 1 to {MAX_PASSWORD} bytes"
+            )));
         }
-        fields.insert(PASSWORD_FIELD.into(), Value::String(password::hash(password).await?));
+        fields.insert(
+            PASSWORD_FIELD.into(),
+            Value::String(password::hash(password).await?),
+        );
     }
-    if !holders(&state, &address_text, None).await?.is_empty() {
-        return Err(duplicate_email());
-    }
-    let id = state.datastore.write(OBJTYPE, fields).await?;
-    // Two creations with one email may both pass the check above: the one with the
-    // larger id gives way, so exactly one user keeps the email.
-    let others = holders(&state, &address_text, Some(&id)).await?;
-    if others.iter().any(|other| other.as_str() < id.as_str()) {
-        state.datastore.delete(OBJTYPE, &id).await?;
-        return Err(duplicate_email());
+    let id = uuid::Uuid::new_v4().to_string();
+    claim(&state, &address_text, &id).await?;
+    fields.insert("user_id".into(), Value::String(id.clone()));
+    if let Err(e) = state.datastore.write(OBJTYPE, fields).await {
+        release(&state, &address_text, &id).await?;
+        return Err(e.into());
     }
     Ok(id_body(&id).into_response())
 }
@@ -144,14 +238,23 @@ pub async fn create(State(state): State<AppState>, AppJson(user): AppJson<NewUse
 /// List users, a page at a time.
 #[utoipa::path(get, path = "/api/v1/user/", params(Paging),
     responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list(_: Caller, State(state): State<AppState>, AppQuery(paging): AppQuery<Paging>) -> Result<Response, ApiError> {
-    let mut page = state.datastore.list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref()).await?;
+pub async fn list(
+    _: Caller,
+    State(state): State<AppState>,
+    AppQuery(paging): AppQuery<Paging>,
+) -> Result<Response, ApiError> {
+    let mut page = state
+        .datastore
+        .list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref())
+        .await?;
     if let Some(items) = page["Items"].as_array_mut() {
+        items.retain(|item| !item["user_id"].as_str().is_some_and(is_claim));
         for item in items.iter_mut() {
             if let Value::Object(fields) = item.take() {
                 *item = Value::Object(public(fields));
             }
         }
+        page["Count"] = json!(items.len());
     }
     Ok(Json(page).into_response())
 }
@@ -159,8 +262,12 @@ pub async fn list(_: Caller, State(state): State<AppState>, AppQuery(paging): Ap
 /// Read a user.
 #[utoipa::path(get, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)),
     responses((status = 200, description = "`{\"Count\": 1, \"Items\": [user]}`", body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn read(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let user = state.datastore.read(OBJTYPE, &id).await?.ok_or_else(|| not_found(&id))?;
+pub async fn read(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user = find_user(&state, &id).await?;
     Ok(Json(json!({"Count": 1, "Items": [public(user.fields)]})).into_response())
 }
 
@@ -181,18 +288,40 @@ pub async fn update(
     if let Some(lname) = &changes.lname {
         fields.insert("lname".into(), text(lname, "lname")?);
     }
-    if let Some(address) = &changes.email {
-        let address = email(address)?;
-        if !holders(&state, address.as_str().unwrap_or_default(), Some(&id)).await?.is_empty() {
-            return Err(duplicate_email());
-        }
+    let new_email = changes.email.as_deref().map(email).transpose()?;
+    if fields.is_empty() && new_email.is_none() {
+        return Err(ApiError::bad_request(
+            "name at least one of fname, lname, email",
+        ));
+    }
+    let current = find_user(&state, &id).await?;
+    let old_email = current
+        .fields
+        .get("email")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let changed_email = new_email
+        .as_ref()
+        .and_then(Value::as_str)
+        .filter(|new| {
+            old_email
+                .as_deref()
+                .is_none_or(|old| !old.eq_ignore_ascii_case(new))
+        })
+        .map(str::to_owned);
+    if let Some(address) = &changed_email {
+        claim(&state, address, &id).await?;
+    }
+    if let Some(address) = new_email {
         fields.insert("email".into(), address);
     }
-    if fields.is_empty() {
-        return Err(ApiError::bad_request("name at least one of fname, lname, email"));
-    }
     match state.datastore.update(OBJTYPE, &id, &fields, None).await? {
-        Updated::Done => Ok(id_body(&id).into_response()),
+        Updated::Done => {
+            if let (Some(_), Some(old)) = (&changed_email, &old_email) {
+                release(&state, old, &id).await?;
+            }
+            Ok(id_body(&id).into_response())
+        }
         Updated::NotFound => Err(not_found(&id)),
         Updated::Stale => Err(ApiError::internal("unconditional update answered 412")),
     }
@@ -202,18 +331,47 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)),
     responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(_: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user = find_user(&state, &id).await?;
     let deleted = state.datastore.delete(OBJTYPE, &id).await?;
     state.auth.forget(&id);
-    if deleted { Ok(id_body(&id).into_response()) } else { Err(not_found(&id)) }
+    if !deleted {
+        return Err(not_found(&id));
+    }
+    if let Some(address) = user.fields.get("email").and_then(Value::as_str) {
+        release(&state, address, &id).await?;
+    }
+    Ok(id_body(&id).into_response())
+}
+
+/// A user by id; claims are not users.
+async fn find_user(state: &AppState, id: &str) -> Result<kit::datastore::Versioned, ApiError> {
+    if is_claim(id) {
+        return Err(not_found(id));
+    }
+    state
+        .datastore
+        .read(OBJTYPE, id)
+        .await?
+        .ok_or_else(|| not_found(id))
 }
 
 /// Log in: the body of the answer is the bare JWT (text/plain), as the course's.
 #[utoipa::path(put, path = "/api/v1/user/login", request_body = Login, security(()),
     responses((status = 200, description = "The token", body = String, content_type = "text/plain"),
               (status = 400, body = ErrorBody), (status = 401, description = "Unknown user or wrong password", body = ErrorBody)))]
-pub async fn login(State(state): State<AppState>, AppJson(login): AppJson<Login>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(state): State<AppState>,
+    AppJson(login): AppJson<Login>,
+) -> Result<Response, ApiError> {
     let refused = || ApiError::unauthorized("unknown user or wrong password");
+    if is_claim(&login.uid) {
+        return Err(refused());
+    }
     if login.uid.is_empty() || login.uid.len() > 256 {
         return Err(ApiError::bad_request("`uid` must be a user id"));
     }
@@ -221,11 +379,15 @@ pub async fn login(State(state): State<AppState>, AppJson(login): AppJson<Login>
         Ok(Some(user)) => user,
         Ok(None) => return Err(refused()),
         // An id the gateway refuses (e.g. a reserved one) is no user of ours.
-        Err(kit::datastore::DatastoreError::Refused(status, _)) if status.is_client_error() => return Err(refused()),
+        Err(kit::datastore::DatastoreError::Refused(status, _)) if status.is_client_error() => {
+            return Err(refused());
+        }
         Err(e) => return Err(e.into()),
     };
     if let Some(hash) = user.fields.get(PASSWORD_FIELD).and_then(Value::as_str) {
-        let Some(password) = login.password else { return Err(refused()) };
+        let Some(password) = login.password else {
+            return Err(refused());
+        };
         if !password::verify(password, hash.to_owned()).await? {
             return Err(refused());
         }
@@ -238,22 +400,43 @@ pub async fn login(State(state): State<AppState>, AppJson(login): AppJson<Login>
 #[utoipa::path(put, path = "/api/v1/user/logoff", request_body = Logoff,
     responses((status = 200, body = Object, example = json!({})), (status = 400, description = "Not a token of ours", body = ErrorBody),
               (status = 401, body = ErrorBody)))]
-pub async fn logoff(_: Caller, State(state): State<AppState>, AppJson(logoff): AppJson<Logoff>) -> Result<Response, ApiError> {
+pub async fn logoff(
+    _: Caller,
+    State(state): State<AppState>,
+    AppJson(logoff): AppJson<Logoff>,
+) -> Result<Response, ApiError> {
     let claims = match state.auth.decode(&logoff.jwt) {
         Ok(claims) => claims,
         // Expired already: nothing left to revoke.
         Err(kit::auth::TokenError::Expired) => return Ok(Json(json!({})).into_response()),
-        Err(e) => return Err(ApiError::bad_request(format!("`jwt` is not a token this service issued: {e}"))),
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "`jwt` is not a token this service issued: {e}"
+            )));
+        }
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     for _ in 0..MAX_ATTEMPTS {
         // The user is gone: their tokens are refused anyway.
-        let Some(user) = state.datastore.read(OBJTYPE, &claims.user_id).await? else { break };
-        let mut revoked: Map<String, Value> = user.fields.get(REVOKED_FIELD).and_then(Value::as_object).cloned().unwrap_or_default();
+        let Some(user) = state.datastore.read(OBJTYPE, &claims.user_id).await? else {
+            break;
+        };
+        let mut revoked: Map<String, Value> = user
+            .fields
+            .get(REVOKED_FIELD)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         revoked.retain(|_, exp| exp.as_u64().is_some_and(|e| e > now));
         revoked.insert(claims.jti.clone(), json!(claims.exp));
         let fields = Map::from_iter([(REVOKED_FIELD.to_owned(), Value::Object(revoked))]);
-        match state.datastore.update(OBJTYPE, &claims.user_id, &fields, Some(&user.etag)).await? {
+        match state
+            .datastore
+            .update(OBJTYPE, &claims.user_id, &fields, Some(&user.etag))
+            .await?
+        {
             Updated::Done | Updated::NotFound => break,
             Updated::Stale => continue,
         }

@@ -1,0 +1,1 @@
+//! This package holds only the end-to-end suite in `tests/app/`.
