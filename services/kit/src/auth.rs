@@ -133,7 +133,7 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError
 struct Seen {
     at: Instant,
     exists: bool,
-    revoked: Vec<String>,
+    revoked: Arc<[String]>,
 }
 
 /// Issues and checks tokens for one service replica. Cheap to clone.
@@ -144,6 +144,9 @@ pub struct Auth {
     ttl: Duration,
     datastore: Option<Datastore>,
     seen: Arc<Mutex<HashMap<String, Seen>>>,
+    /// Tokens whose signature was checked already: a token is used many times, and the
+    /// check (HMAC, base64, two JSON parses) costs more than the lookup.
+    verified: Arc<Mutex<HashMap<String, Claims>>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -168,6 +171,7 @@ impl Auth {
             ttl,
             datastore,
             seen: Arc::default(),
+            verified: Arc::default(),
         }
     }
 
@@ -192,6 +196,36 @@ impl Auth {
         verify(token, &self.secret, now_secs())
     }
 
+    /// [`Auth::decode`], remembering tokens that passed (expiry is still checked).
+    fn decode_cached(&self, token: &str) -> Result<Claims, TokenError> {
+        let now = now_secs();
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(claims) = verified.get(token) {
+            return if claims.exp > now {
+                Ok(claims.clone())
+            } else {
+                Err(TokenError::Expired)
+            };
+        }
+        drop(verified);
+        let claims = verify(token, &self.secret, now)?;
+        verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= SEEN_CAPACITY {
+            verified.retain(|_, c| c.exp > now);
+            if verified.len() >= SEEN_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
     /// Checks an `Authorization` header value as this service's mode says.
     pub async fn check(&self, header: Option<&str>) -> Result<Caller, ApiError> {
         let header = header.map(str::trim).filter(|h| !h.is_empty());
@@ -207,7 +241,7 @@ impl Auth {
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
         let claims = self
-            .decode(token)
+            .decode_cached(token)
             .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         self.check_revocation(&claims).await?;
         Ok(Caller {
@@ -238,7 +272,7 @@ impl Auth {
                         .as_ref()
                         .and_then(|v| v.fields.get(REVOKED_FIELD))
                         .and_then(Value::as_object)
-                        .map(|m| m.keys().cloned().collect())
+                        .map(|m| m.keys().cloned().collect::<Arc<[String]>>())
                         .unwrap_or_default(),
                 };
                 let mut map = self.lock();

@@ -148,6 +148,31 @@ impl Datastore {
         }
     }
 
+    /// The gateway's answer to a read as it is (`{"Count": 1, "Items": [...]}`), for
+    /// services that pass an item through unchanged; `None` if there is none.
+    pub async fn read_raw(
+        &self,
+        objtype: &str,
+        key: &str,
+    ) -> Result<Option<bytes::Bytes>, DatastoreError> {
+        let response = self
+            .send(
+                self.http
+                    .get(self.url("read"))
+                    .query(&[("objtype", objtype), ("objkey", key)]),
+            )
+            .await?;
+        match response.status() {
+            StatusCode::OK => response
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| DatastoreError::Unavailable(e.to_string())),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(Self::refused(response).await),
+        }
+    }
+
     /// Writes a new item and returns its id (the gateway picks one unless `fields` has
     /// `<objtype>_id`).
     pub async fn write(

@@ -65,8 +65,11 @@ pub(crate) async fn observe(State(metrics): State<Metrics>, req: Request, next: 
         http.response.status_code = Empty,
         request_id = %request_id,
     );
-    // Without an OpenTelemetry layer installed there is nothing to attach to.
-    let _ = span.set_parent(crate::telemetry::extract_context(req.headers()));
+    let exporting = crate::telemetry::exporting();
+    if exporting {
+        // The caller's trace, if it sent one; this span becomes its child.
+        let _ = span.set_parent(crate::telemetry::extract_context(req.headers()));
+    }
 
     let mut response = next.run(req).instrument(span.clone()).await;
 
@@ -83,10 +86,12 @@ pub(crate) async fn observe(State(metrics): State<Metrics>, req: Request, next: 
     metrics.observe(method.as_str(), &route, status.as_u16(), elapsed);
 
     span.record("http.route", route.as_str());
-    // The OpenTelemetry span has started by now, so rename it directly.
-    span.context()
-        .span()
-        .update_name(format!("{method} {route}"));
+    if exporting {
+        // The OpenTelemetry span has started by now, so rename it directly.
+        span.context()
+            .span()
+            .update_name(format!("{method} {route}"));
+    }
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");

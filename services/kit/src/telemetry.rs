@@ -17,6 +17,21 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// Whether this process exports traces; without an exporter the per-request trace work
+/// (context extraction, client spans, injection) is skipped.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans leave this process (an OTLP endpoint is configured).
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// For processes that install their own OpenTelemetry layer instead of calling
+/// [`init`]: turns on trace-context extraction, client spans and injection.
+pub fn set_exporting(on: bool) {
+    EXPORTING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Keeps the trace exporter alive; dropping it flushes the spans still buffered.
 #[must_use = "dropping the guard stops trace export"]
 #[derive(Debug, Default)]
@@ -89,6 +104,7 @@ fn tracer_provider(service: &'static str) -> anyhow::Result<SdkTracerProvider> {
         .with_resource(resource)
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(provider)
 }
 

@@ -120,12 +120,17 @@ pub async fn read(
         )
             .into_response());
     }
-    let song = state
+    // The gateway's answer has the course's shape already: pass it through.
+    let body = state
         .datastore
-        .read(OBJTYPE, &id)
+        .read_raw(OBJTYPE, &id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(json!({"Count": 1, "Items": [song.fields]})).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// Change a song's fields.

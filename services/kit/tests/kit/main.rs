@@ -342,6 +342,7 @@ async fn the_kit_client_carries_the_incoming_trace_to_the_next_service() {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("kit-test")));
     // Thread-local: this test's current-thread runtime runs both services on this thread.
     let _default = tracing::subscriber::set_default(subscriber);
+    kit::telemetry::set_exporting(true);
 
     let b = Router::new().route(
         "/seen",
