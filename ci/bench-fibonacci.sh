@@ -9,6 +9,7 @@
 #   ci/bench-fibonacci.sh [seconds per run, default 10] [connections, default 50]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+rel=${CARGO_TARGET_DIR:-target}/release
 duration=${1:-10}
 connections=${2:-50}
 if ! command -v wrk >/dev/null; then
@@ -18,7 +19,7 @@ cargo build --release -q -p fibonacci
 work=$(mktemp -d)
 trap 'kill $fib 2>/dev/null; rm -rf "$work"' EXIT
 
-python3 - target/release/fibonacci <<'PY'
+python3 - "$rel"/fibonacci <<'PY'
 import socket, subprocess, sys, time, os
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -47,7 +48,7 @@ print("start to readiness 200: " + ", ".join(f"{t:.1f}" for t in times) + f" ms 
 PY
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-LISTEN=127.0.0.1:$port RUST_LOG=warn target/release/fibonacci >"$work/fib.log" 2>&1 &
+LISTEN=127.0.0.1:$port RUST_LOG=warn "$rel"/fibonacci >"$work/fib.log" 2>&1 &
 fib=$!
 base=http://127.0.0.1:$port
 for _ in $(seq 100); do curl -sf "$base/readiness" >/dev/null && break; sleep 0.05; done

@@ -9,6 +9,7 @@
 #   ci/bench-gateway.sh [seconds per run, default 10] [connections, default 50] [engines: sqlite dynamodb]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+rel=${CARGO_TARGET_DIR:-target}/release
 duration=${1:-10}
 connections=${2:-50}
 shift $(( $# > 2 ? 2 : $# ))
@@ -29,7 +30,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 start_gateway() { # database-url -> sets base and gw
   local port; port=$(free_port)
-  LISTEN=127.0.0.1:$port DATABASE_URL="$1" RUST_LOG=warn target/release/database-gateway >>"$work/gateway.log" 2>&1 &
+  LISTEN=127.0.0.1:$port DATABASE_URL="$1" RUST_LOG=warn "$rel"/database-gateway >>"$work/gateway.log" 2>&1 &
   gw=$!; pids+=("$gw"); base=http://127.0.0.1:$port
   for _ in $(seq 200); do curl -sf "$base/readiness" >/dev/null && return; sleep 0.1; done
   echo "gateway on $1 not ready:" >&2; cat "$work/gateway.log" >&2; exit 1
@@ -78,7 +79,7 @@ for engine in "${engines[@]}"; do
       moto=$!; pids+=("$moto")
       export DYNAMODB_URL=http://127.0.0.1:$mport
       for _ in $(seq 100); do curl -s -o /dev/null "$DYNAMODB_URL" && break; sleep 0.2; done
-      target/release/loader tables create --suffix bench >/dev/null
+      "$rel"/loader tables create --suffix bench >/dev/null
       start_gateway "dynamodb://bench"
       key=$(seed)
       read=$(run read-dynamodb "$base/api/v1/datastore/read?objtype=user&objkey=$key" "$moto")

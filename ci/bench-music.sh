@@ -8,6 +8,7 @@
 #   ci/bench-music.sh [seconds per run, default 10] [connections, default 50]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+rel=${CARGO_TARGET_DIR:-target}/release
 duration=${1:-10}
 connections=${2:-50}
 if ! command -v wrk >/dev/null; then
@@ -20,7 +21,7 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$work"' EXI
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 start() { # name port env...
   local name=$1 port=$2; shift 2
-  env LISTEN=127.0.0.1:$port RUST_LOG=warn "$@" "target/release/$name" >"$work/$name.log" 2>&1 &
+  env LISTEN=127.0.0.1:$port RUST_LOG=warn "$@" "$rel/$name" >"$work/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/readiness" >/dev/null && return; sleep 0.05; done
   echo "$name did not start:" >&2; cat "$work/$name.log" >&2; exit 1

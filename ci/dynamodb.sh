@@ -10,6 +10,7 @@
 # metadata address fails there, so a green run shows none was needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bin=${CARGO_TARGET_DIR:-target}/debug
 
 # Everything stays on 127.0.0.1: no instance metadata, no profiles, dummy static keys.
 export AWS_EC2_METADATA_DISABLED=true AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
@@ -45,18 +46,18 @@ for _ in $(seq 100); do curl -s -o /dev/null "$DYNAMODB_URL" && break; sleep 0.2
 echo "ci/dynamodb.sh: moto $(python3 -c 'import moto; print(moto.__version__)') on $DYNAMODB_URL"
 
 cargo build -q -p loader -p database-gateway
-target/debug/loader tables create --suffix ci
-target/debug/loader tables create --suffix ci | grep -q "already there"
+"$bin"/loader tables create --suffix ci
+"$bin"/loader tables create --suffix ci | grep -q "already there"
 
 # The gateway refuses tables that do not exist, saying how to make them...
-if DATABASE_URL=dynamodb://missing LISTEN=127.0.0.1:0 target/debug/database-gateway >"$work/missing.log" 2>&1; then
+if DATABASE_URL=dynamodb://missing LISTEN=127.0.0.1:0 "$bin"/database-gateway >"$work/missing.log" 2>&1; then
   echo "the gateway started without its tables" >&2; exit 1
 fi
 grep -q "loader tables create --suffix missing" "$work/missing.log" || { cat "$work/missing.log" >&2; exit 1; }
 
 # ...and serves on the ones the loader made.
 gw_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-DATABASE_URL=dynamodb://ci LISTEN=127.0.0.1:$gw_port target/debug/database-gateway >"$work/gateway.log" 2>&1 &
+DATABASE_URL=dynamodb://ci LISTEN=127.0.0.1:$gw_port "$bin"/database-gateway >"$work/gateway.log" 2>&1 &
 gw=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$gw_port/readiness" >/dev/null && break; sleep 0.1; done
 id=$(curl -sf -X POST "http://127.0.0.1:$gw_port/api/v1/datastore/write" -d '{"objtype":"music","Artist":"Backxwash","SongTitle":"Bad Juju"}' \
@@ -66,5 +67,5 @@ kill "$gw"; gw=
 
 TEST_DATABASE_URL=dynamodb:// cargo test -p database-gateway --test api
 
-target/debug/loader tables delete --suffix ci --yes
+"$bin"/loader tables delete --suffix ci --yes
 echo "ci/dynamodb.sh: passed"
