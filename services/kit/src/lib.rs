@@ -7,6 +7,7 @@
 //! catching, request timeout, body limit). [`serve`] then runs it with graceful shutdown.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;

@@ -9,8 +9,9 @@ use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
 use axum::routing::get;
 use clap::Parser;
+use kit::app::ServiceState;
 use kit::config::AppArgs;
-use kit::{Auth, Datastore, HasAuth, Kit, Readiness, ServerArgs};
+use kit::{Auth, HasAuth, Kit, ServerArgs};
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi as _;
@@ -59,41 +60,20 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub datastore: Datastore,
-    pub auth: Auth,
+    pub service: ServiceState,
     pub version: Version,
     pub error_percent: u8,
-    pub server: ServerArgs,
 }
 
 impl HasAuth for AppState {
     fn auth(&self) -> &Auth {
-        &self.auth
-    }
-}
-
-impl AppState {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let (datastore, auth) = config.app.connect()?;
-        Ok(Self {
-            datastore,
-            auth,
-            version: config.music_version,
-            error_percent: config.error_percent,
-            server: config.server.clone(),
-        })
+        &self.service.auth
     }
 }
 
 pub fn app(state: AppState) -> Router {
-    let datastore = state.datastore.clone();
-    let readiness = Readiness::new(
-        move || -> kit::health::BoxFuture<'static, Result<(), String>> {
-            let datastore = datastore.clone();
-            Box::pin(async move { datastore.ready().await })
-        },
-    );
-    let kit = Kit::new(SERVICE, "music", &state.server).with_readiness(readiness);
+    let readiness = state.service.readiness();
+    let kit = Kit::new(SERVICE, "music", &state.service.server).with_readiness(readiness);
     let version = HeaderValue::from_static(state.version.as_str());
     let api = Router::new()
         .route("/api/v1/music/", get(routes::list).post(routes::create))
@@ -126,6 +106,6 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.server.shutdown_grace;
+    let grace = state.service.server.shutdown_grace;
     kit::serve(listener, app(state), shutdown, grace).await
 }

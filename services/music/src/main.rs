@@ -1,24 +1,24 @@
-//! `music`: reads config, sets up telemetry, binds, and serves.
+//! `music`: parses its flags and hands over to the shared service `main`.
 
-use anyhow::Context as _;
 use clap::Parser as _;
 use music::{AppState, Config, SERVICE};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    if let Err(message) = config.app.validate() {
-        eprintln!("error: {message}");
-        std::process::exit(2);
-    }
-    let _telemetry = kit::telemetry::init(SERVICE, &config.server.log_format)?;
-    tracing::info!(version = config.music_version.as_str(), datastore = %config.app.datastore_url, auth = ?config.app.auth_mode, "starting");
-    let state = AppState::from_config(&config)?;
-    let listener = kit::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    music::run(listener, state, kit::shutdown_signal())
-        .await
-        .context("serving")?;
-    Ok(())
+    let (version, error_percent) = (config.music_version, config.error_percent);
+    kit::app::main(
+        SERVICE,
+        config.listen,
+        &config.app,
+        &config.server,
+        move |service| {
+            music::app(AppState {
+                service,
+                version,
+                error_percent,
+            })
+        },
+    )
+    .await
 }

@@ -85,7 +85,7 @@ pub async fn create(
     if let Some(orig) = &song.orig_artist {
         fields.insert("OrigArtist".into(), text(orig, "OrigArtist")?);
     }
-    let id = state.datastore.write(OBJTYPE, fields).await?;
+    let id = state.service.datastore.write(OBJTYPE, fields).await?;
     Ok(id_body(&id).into_response())
 }
 
@@ -98,6 +98,7 @@ pub async fn list(
     AppQuery(paging): AppQuery<Paging>,
 ) -> Result<Response, ApiError> {
     let page = state
+        .service
         .datastore
         .list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref())
         .await?;
@@ -122,6 +123,7 @@ pub async fn read(
     }
     // The gateway's answer has the course's shape already: pass it through.
     let body = state
+        .service
         .datastore
         .read_raw(OBJTYPE, &id)
         .await?
@@ -164,7 +166,12 @@ pub async fn update(
 }
 
 async fn set(state: &AppState, id: &str, fields: Map<String, Value>) -> Result<Response, ApiError> {
-    match state.datastore.update(OBJTYPE, id, &fields, None).await? {
+    match state
+        .service
+        .datastore
+        .update(OBJTYPE, id, &fields, None)
+        .await?
+    {
         Updated::Done => Ok(id_body(id).into_response()),
         Updated::NotFound => Err(not_found(id)),
         Updated::Stale => Err(ApiError::internal("unconditional update answered 412")),
@@ -180,7 +187,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if state.datastore.delete(OBJTYPE, &id).await? {
+    if state.service.datastore.delete(OBJTYPE, &id).await? {
         Ok(id_body(&id).into_response())
     } else {
         Err(not_found(&id))
@@ -196,6 +203,7 @@ pub async fn read_orig_artist(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let song = state
+        .service
         .datastore
         .read(OBJTYPE, &id)
         .await?

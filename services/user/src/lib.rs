@@ -9,7 +9,7 @@ use axum::Router;
 use axum::routing::{get, put};
 use clap::Parser;
 use kit::config::AppArgs;
-use kit::{Auth, Datastore, HasAuth, Kit, Readiness, ServerArgs};
+use kit::{Kit, ServerArgs};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
@@ -33,38 +33,11 @@ pub struct Config {
     pub server: ServerArgs,
 }
 
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub datastore: Datastore,
-    pub auth: Auth,
-    pub server: ServerArgs,
-}
-
-impl HasAuth for AppState {
-    fn auth(&self) -> &Auth {
-        &self.auth
-    }
-}
-
-impl AppState {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let (datastore, auth) = config.app.connect()?;
-        Ok(Self {
-            datastore,
-            auth,
-            server: config.server.clone(),
-        })
-    }
-}
+/// user and playlist need nothing beyond the shared service state.
+pub type AppState = kit::app::ServiceState;
 
 pub fn app(state: AppState) -> Router {
-    let datastore = state.datastore.clone();
-    let readiness = Readiness::new(
-        move || -> kit::health::BoxFuture<'static, Result<(), String>> {
-            let datastore = datastore.clone();
-            Box::pin(async move { datastore.ready().await })
-        },
-    );
+    let readiness = state.readiness();
     let kit = Kit::new(SERVICE, "user", &state.server).with_readiness(readiness);
     let api = Router::new()
         .route("/api/v1/user/", get(routes::list).post(routes::create))
