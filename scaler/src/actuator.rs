@@ -1,0 +1,148 @@
+//! How replicas come and go. The supervisor speaks only to [`Actuator`]; this crate has
+//! the `process` actuator (local child processes). Docker (bollard) and Kubernetes
+//! (Deployment scale) actuators implement the same two traits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// What to run for a service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// The binary (process actuator) or image (container actuators).
+    pub program: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Where replica logs go.
+    pub log_dir: PathBuf,
+}
+
+/// One running replica, as its actuator controls it.
+#[async_trait]
+pub trait Replica: Send + Sync + std::fmt::Debug {
+    fn id(&self) -> &str;
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    fn url(&self) -> &str;
+    /// The process id, for actuators that run local processes.
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+    /// `Some(reason)` once the replica has gone (exited, crashed, removed).
+    fn exited(&mut self) -> Option<String>;
+    /// Asks it to stop (SIGTERM: it drains), and forces it after `grace`.
+    async fn stop(&mut self, grace: Duration);
+    /// Stops it at once (a hung replica).
+    async fn kill(&mut self);
+}
+
+#[async_trait]
+pub trait Actuator: Send + Sync + std::fmt::Debug {
+    /// Starts replica number `n` of `spec`. It is not ready yet: the supervisor waits
+    /// for its `/readiness`.
+    async fn spawn(&self, spec: &ServiceSpec, n: usize) -> anyhow::Result<Box<dyn Replica>>;
+}
+
+/// Local child processes on free loopback ports, logs in `<log_dir>/<id>.log`.
+#[derive(Debug, Default)]
+pub struct ProcessActuator;
+
+#[derive(Debug)]
+struct ProcessReplica {
+    id: String,
+    url: String,
+    child: tokio::process::Child,
+    status: Option<String>,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()
+        .map(|a| a.port())
+}
+
+#[async_trait]
+impl Actuator for ProcessActuator {
+    async fn spawn(&self, spec: &ServiceSpec, n: usize) -> anyhow::Result<Box<dyn Replica>> {
+        use anyhow::Context as _;
+        let id = format!("{}-{n}", spec.name);
+        let port = free_port()?;
+        std::fs::create_dir_all(&spec.log_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(spec.log_dir.join(format!("{id}.log")))?;
+        let child = tokio::process::Command::new(&spec.program)
+            .envs(&spec.env)
+            .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("INSTANCE_ID", &id)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", spec.program.display()))?;
+        Ok(Box::new(ProcessReplica {
+            id,
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            status: None,
+        }))
+    }
+}
+
+impl ProcessReplica {
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+    }
+}
+
+#[async_trait]
+impl Replica for ProcessReplica {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        if self.status.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.status = Some(status.to_string());
+        }
+        self.status.clone()
+    }
+
+    async fn stop(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        self.signal(Signal::SIGTERM);
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        self.exited();
+    }
+
+    async fn kill(&mut self) {
+        // A stopped (SIGSTOPped) process dies on SIGKILL too.
+        let _ = self.child.kill().await;
+        self.exited();
+    }
+}

@@ -1,0 +1,36 @@
+//! The scaler: the sidecar that fronts every service with a health-checked balancer,
+//! keeps each service's replicas running (self-healing), and starts the whole platform
+//! on a laptop (`scaler up`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub mod actuator;
+pub mod admin;
+pub mod balancer;
+pub mod events;
+pub mod ingress;
+pub mod pool;
+pub mod supervisor;
+pub mod up;
+
+use balancer::Balancer;
+use events::Events;
+use supervisor::Supervisor;
+
+/// One service under the scaler: its balancer, and its supervisor unless its
+/// backends are static (`PUT /servers`).
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub balancer: Arc<Balancer>,
+    pub supervisor: Option<Arc<Supervisor>>,
+}
+
+/// Everything the admin API and the ingress look at.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub services: Arc<BTreeMap<String, Service>>,
+    pub events: Arc<Events>,
+    /// Bearer token of the admin API's mutating routes (`SCALER_TOKEN`).
+    pub token: Option<String>,
+}

@@ -1,0 +1,305 @@
+//! A service's replicas as the balancer sees them, and the choice of one for a request.
+//!
+//! States follow CS230's pools: a replica is `Starting` until its readiness passes,
+//! `Alive` while it answers, `Disconnected` (no traffic) after a failed health check
+//! or a refused connection, back to `Alive` on the next good check, and `Dead` after
+//! [`DEAD_AFTER`] failed rechecks — the supervisor then kills and replaces it.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use rand::Rng;
+use serde::Serialize;
+
+/// Failed health checks in a row, while disconnected, that make a replica dead.
+pub const DEAD_AFTER: u32 = 3;
+/// The latency a replica is assumed to have before it has answered anything: none, so
+/// that a new replica is tried at once and its average then climbs to the truth.
+const INITIAL_LATENCY_US: u64 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Starting,
+    Alive,
+    Disconnected,
+    Dead,
+}
+
+impl State {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Starting,
+            1 => Self::Alive,
+            2 => Self::Disconnected,
+            _ => Self::Dead,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Alive => "alive",
+            Self::Disconnected => "disconnected",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// One replica behind a balancer.
+#[derive(Debug)]
+pub struct Backend {
+    /// `music-3`, or the URL for a static backend.
+    pub id: String,
+    /// `http://127.0.0.1:41234`
+    pub url: String,
+    state: AtomicU8,
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    /// Moving average of response times, in microseconds (a new replica starts at 0).
+    latency_us: AtomicU64,
+}
+
+impl Backend {
+    pub fn new(id: impl Into<String>, url: impl Into<String>, state: State) -> Arc<Self> {
+        Arc::new(Self {
+            id: id.into(),
+            url: url.into(),
+            state: AtomicU8::new(state as u8),
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            latency_us: AtomicU64::new(INITIAL_LATENCY_US),
+        })
+    }
+
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn set_state(&self, state: State) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Folds one response time into the moving average (weight 1/8).
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let sample = elapsed.as_micros().min(u128::from(u32::MAX)) as u64;
+        let _ = self
+            .latency_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
+                Some((avg * 7 + sample) / 8)
+            });
+    }
+
+    /// Expected cost of one more request: (requests in flight + 1) x average latency,
+    /// as linkerd's peak-EWMA balancer weighs replicas.
+    pub fn cost(&self) -> u64 {
+        (self.in_flight() as u64 + 1) * self.latency_us.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A health check passed; returns the state change, if any.
+    pub fn check_passed(&self) -> Option<(State, State)> {
+        self.failures.store(0, Ordering::Relaxed);
+        let before = self.state();
+        match before {
+            State::Starting | State::Disconnected => {
+                self.set_state(State::Alive);
+                Some((before, State::Alive))
+            }
+            _ => None,
+        }
+    }
+
+    /// A health check (or a connection) failed; returns the state change, if any.
+    pub fn check_failed(&self) -> Option<(State, State)> {
+        let before = self.state();
+        match before {
+            State::Alive => {
+                self.failures.store(0, Ordering::Relaxed);
+                self.set_state(State::Disconnected);
+                Some((before, State::Disconnected))
+            }
+            State::Disconnected => {
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= DEAD_AFTER {
+                    self.set_state(State::Dead);
+                    Some((before, State::Dead))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Decrements a backend's in-flight count when dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Backend>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Least-request by power of two choices.
+    #[default]
+    P2c,
+    RoundRobin,
+}
+
+/// The replicas of one service.
+#[derive(Debug, Default)]
+pub struct Pool {
+    backends: RwLock<Vec<Arc<Backend>>>,
+    strategy: Strategy,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(strategy: Strategy) -> Self {
+        Self {
+            backends: RwLock::default(),
+            strategy,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn add(&self, backend: Arc<Backend>) {
+        self.write().push(backend);
+    }
+
+    /// Removes a backend by id; returns it.
+    pub fn remove(&self, id: &str) -> Option<Arc<Backend>> {
+        let mut backends = self.write();
+        let index = backends.iter().position(|b| b.id == id)?;
+        Some(backends.remove(index))
+    }
+
+    pub fn all(&self) -> Vec<Arc<Backend>> {
+        self.backends
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn alive(&self) -> Vec<Arc<Backend>> {
+        self.all()
+            .into_iter()
+            .filter(|b| b.state() == State::Alive)
+            .collect()
+    }
+
+    /// A replica for the next request, avoiding `exclude` (tried already) when it can.
+    pub fn choose(&self, exclude: &[Arc<Backend>], rng: &mut impl Rng) -> Option<Arc<Backend>> {
+        let backends = self
+            .backends
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let candidates: Vec<&Arc<Backend>> = backends
+            .iter()
+            .filter(|b| b.state() == State::Alive && !exclude.iter().any(|e| Arc::ptr_eq(e, b)))
+            .collect();
+        let pick = match self.strategy {
+            Strategy::P2c => choose_p2c(&candidates, |b| b.cost(), rng),
+            Strategy::RoundRobin => (!candidates.is_empty())
+                .then(|| self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()),
+        };
+        pick.map(|i| candidates[i].clone())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Backend>>> {
+        self.backends
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Power of two choices: two distinct candidates at random, the one with the lower
+/// load (the first on a tie). Returns an index into `candidates`.
+pub fn choose_p2c<T, L: PartialOrd>(
+    candidates: &[T],
+    load: impl Fn(&T) -> L,
+    rng: &mut impl Rng,
+) -> Option<usize> {
+    match candidates.len() {
+        0 => None,
+        1 => Some(0),
+        n => {
+            let a = rng.random_range(0..n);
+            let mut b = rng.random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            Some(if load(&candidates[b]) < load(&candidates[a]) {
+                b
+            } else {
+                a
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn p2c_prefers_the_less_loaded_of_two() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let loads = [10usize, 0, 10, 10];
+        let mut picks = [0usize; 4];
+        for _ in 0..10_000 {
+            picks[choose_p2c(&loads, |l| *l, &mut rng).expect("a pick")] += 1;
+        }
+        // Index 1 wins whenever it is drawn: about half of all draws.
+        assert!(picks[1] > 4500, "{picks:?}");
+        assert_eq!(choose_p2c::<usize, usize>(&[], |l| *l, &mut rng), None);
+        assert_eq!(choose_p2c(&[5usize], |l| *l, &mut rng), Some(0));
+    }
+
+    #[test]
+    fn health_moves_alive_disconnected_dead_as_cs230_described() {
+        let b = Backend::new("m-1", "http://x", State::Starting);
+        assert_eq!(b.check_passed(), Some((State::Starting, State::Alive)));
+        assert_eq!(b.check_failed(), Some((State::Alive, State::Disconnected)));
+        assert_eq!(b.check_passed(), Some((State::Disconnected, State::Alive)));
+        b.check_failed();
+        assert_eq!(b.check_failed(), None);
+        assert_eq!(b.check_failed(), None);
+        assert_eq!(b.check_failed(), Some((State::Disconnected, State::Dead)));
+    }
+
+    #[test]
+    fn only_alive_backends_are_chosen() {
+        let pool = Pool::new(Strategy::P2c);
+        let starting = Backend::new("a", "http://a", State::Starting);
+        let alive = Backend::new("b", "http://b", State::Alive);
+        pool.add(starting);
+        pool.add(alive.clone());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for _ in 0..100 {
+            assert_eq!(
+                pool.choose(&[], &mut rng).map(|b| b.id.clone()),
+                Some("b".to_owned())
+            );
+        }
+        assert!(pool.choose(&[alive], &mut rng).is_none());
+    }
+}

@@ -1,0 +1,354 @@
+//! `scaler up`: the whole platform on this machine, no containers. The gateway on
+//! SQLite, the course data loaded, user, music, playlist and fibonacci replicas, each
+//! service behind a balancer on its public port, the ingress and the admin API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::actuator::{Actuator, ProcessActuator, ServiceSpec};
+use crate::balancer::Balancer;
+use crate::events::Events;
+use crate::pool::{Pool, Strategy};
+use crate::supervisor::Supervisor;
+use crate::{Platform, Service};
+
+/// The services `up` runs: name, binary, public port.
+pub const SERVICES: &[(&str, &str, u16)] = &[
+    ("database-gateway", "database-gateway", 30002),
+    ("user", "user", 30000),
+    ("music", "music", 30001),
+    ("playlist", "playlist", 30003),
+    ("fibonacci", "fibonacci", 30004),
+];
+
+/// Replica counts when the config file says nothing.
+fn default_replicas(service: &str) -> usize {
+    match service {
+        "music" | "fibonacci" => 2,
+        _ => 1,
+    }
+}
+
+/// `scaler.toml`: `[replicas]` per service, and the balancing strategy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub replicas: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Folder with the service binaries; default: the folder of this `scaler` binary.
+    #[arg(long, env = "SCALER_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// Folder for the SQLite database and the replica logs.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Replica counts and strategy (TOML: `[replicas]` music = 3 ...); optional.
+    #[arg(long, default_value = "scaler.toml")]
+    pub config: PathBuf,
+
+    /// Folder with the course CSVs loaded at start (users.csv, music.csv, playlist.csv).
+    #[arg(long, default_value = "gatling/resources")]
+    pub data: PathBuf,
+
+    /// Address the public ports bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+
+    /// `jwt` or `presence`, for user, music and playlist.
+    #[arg(long, env = "AUTH_MODE", default_value = "jwt")]
+    pub auth_mode: String,
+
+    /// Admin API port.
+    #[arg(long, default_value_t = 30010)]
+    pub admin_port: u16,
+
+    /// Ingress port.
+    #[arg(long, default_value_t = 30080)]
+    pub ingress_port: u16,
+}
+
+fn random_hex() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn bin_dir(args: &UpArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.bin_dir {
+        return Ok(dir.clone());
+    }
+    let exe = std::env::current_exe().context("finding this binary")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .context("this binary has no folder")
+}
+
+/// Runs the platform until SIGINT / SIGTERM, then drains and stops every replica.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let bins = bin_dir(&args)?;
+    for (_, binary, _) in SERVICES {
+        let path = bins.join(binary);
+        anyhow::ensure!(
+            path.exists(),
+            "{} is missing: build the services first (`cargo build --release --workspace`) or pass --bin-dir",
+            path.display()
+        );
+    }
+    let file: FileConfig = match std::fs::read_to_string(&args.config) {
+        Ok(text) => {
+            toml::from_str(&text).with_context(|| format!("reading {}", args.config.display()))?
+        }
+        Err(_) => FileConfig::default(),
+    };
+    for name in file.replicas.keys() {
+        anyhow::ensure!(
+            SERVICES.iter().any(|(s, _, _)| s == name),
+            "{}: unknown service `{name}`",
+            args.config.display()
+        );
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let jwt_secret = random_hex();
+    let loader_token = random_hex();
+    let events = Arc::new(Events::default());
+    let actuator: Arc<dyn Actuator> = Arc::new(ProcessActuator);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut services = BTreeMap::new();
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+
+    for (name, binary, port) in SERVICES {
+        let mut env = BTreeMap::from([
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+            (
+                "DATASTORE_URL".to_owned(),
+                format!("http://127.0.0.1:{}", port_of("database-gateway")),
+            ),
+            ("JWT_SECRET".to_owned(), jwt_secret.clone()),
+            ("AUTH_MODE".to_owned(), args.auth_mode.clone()),
+        ]);
+        if *name == "database-gateway" {
+            env.insert(
+                "DATABASE_URL".into(),
+                format!("sqlite://{}", data_dir.join("datastore.db").display()),
+            );
+            env.insert("SVC_LOADER_TOKEN".into(), loader_token.clone());
+        }
+        let spec = ServiceSpec {
+            name: (*name).to_owned(),
+            program: bins.join(binary),
+            env,
+            log_dir: data_dir.join("logs"),
+        };
+        let pool = Arc::new(Pool::new(file.strategy.unwrap_or_default()));
+        let balancer = Balancer::new(name, pool, events.clone(), Duration::from_secs(30));
+        let replicas = file
+            .replicas
+            .get(*name)
+            .copied()
+            .unwrap_or_else(|| default_replicas(name));
+        let supervisor = Supervisor::new(spec, balancer.clone(), actuator.clone(), replicas);
+        tasks.push(tokio::spawn(supervisor.clone().run(stop_rx.clone())));
+        tokio::spawn(
+            balancer
+                .clone()
+                .health_loop(Duration::from_secs(1), Duration::from_millis(500)),
+        );
+        let listener = kit::bind(SocketAddr::new(args.host, *port))
+            .await
+            .with_context(|| format!("binding {name}'s port {port}"))?;
+        let router = axum::Router::new()
+            .fallback(crate::balancer::handler)
+            .with_state(balancer.clone());
+        tokio::spawn(serve(listener, router, stop_rx.clone()));
+        services.insert(
+            (*name).to_owned(),
+            Service {
+                balancer,
+                supervisor: Some(supervisor),
+            },
+        );
+    }
+    let platform = Platform {
+        services: Arc::new(services),
+        events,
+        token: std::env::var("SCALER_TOKEN").ok(),
+    };
+    let admin = kit::bind(SocketAddr::new(args.host, args.admin_port))
+        .await
+        .context("binding the admin port")?;
+    tokio::spawn(serve(
+        admin,
+        crate::admin::router(platform.clone()),
+        stop_rx.clone(),
+    ));
+    let ingress = kit::bind(SocketAddr::new(args.host, args.ingress_port))
+        .await
+        .context("binding the ingress port")?;
+    let ingress_router = axum::Router::new()
+        .fallback(crate::ingress::handler)
+        .with_state(platform.clone());
+    tokio::spawn(serve(ingress, ingress_router, stop_rx.clone()));
+
+    wait_ready(&platform, Duration::from_secs(60)).await?;
+    let loaded = load_course_data(&args.data, &loader_token).await?;
+    let host = args.host;
+    println!(
+        "scalelab is up in {:.1} s ({loaded} course rows loaded; logs in {})",
+        started.elapsed().as_secs_f64(),
+        data_dir.join("logs").display()
+    );
+    for (name, _, port) in SERVICES {
+        let replicas = platform.services[*name].balancer.pool.alive().len();
+        println!(
+            "  {name:<17} http://{host}:{port}  ({replicas} replica{})",
+            if replicas == 1 { "" } else { "s" }
+        );
+    }
+    println!(
+        "  ingress           http://{host}:{}  (/api/v1/user, /api/v1/music, /api/v1/playlist, /fibonacci, /status)",
+        args.ingress_port
+    );
+    println!("  admin, dashboard  http://{host}:{}/", args.admin_port);
+    println!(
+        "  auth: {} (JWT_SECRET generated for this run); Ctrl-C stops everything",
+        args.auth_mode
+    );
+    println!("ready");
+
+    kit::shutdown_signal().await;
+    println!("stopping: draining every replica");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    println!("stopped");
+    Ok(())
+}
+
+fn port_of(service: &str) -> u16 {
+    SERVICES
+        .iter()
+        .find(|(s, _, _)| *s == service)
+        .map_or(0, |(_, _, p)| *p)
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    let _ = kit::serve(listener, router, shutdown, Duration::from_secs(10)).await;
+}
+
+async fn wait_ready(platform: &Platform, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let waiting: Vec<&str> = platform
+            .services
+            .iter()
+            .filter(|(_, s)| s.balancer.pool.alive().is_empty())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not ready within {within:?}: {} (see data/logs)",
+            waiting.join(", ")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Loads the course CSVs through the gateway's `/load`; returns the rows loaded.
+async fn load_course_data(dir: &Path, token: &str) -> anyhow::Result<usize> {
+    if !dir.exists() {
+        println!("no course data at {} (skipped)", dir.display());
+        return Ok(0);
+    }
+    let http = reqwest_like_client();
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/datastore/load",
+        port_of("database-gateway")
+    );
+    let mut loaded = 0;
+    for (file, objtype) in [
+        ("users.csv", "user"),
+        ("music.csv", "music"),
+        ("playlist.csv", "playlist"),
+    ] {
+        let path = dir.join(file);
+        let mut reader =
+            csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+        let headers = reader.headers()?.clone();
+        for (line, row) in reader.records().enumerate() {
+            let row = row.with_context(|| format!("{}:{}", path.display(), line + 2))?;
+            let mut body = serde_json::Map::new();
+            body.insert("objtype".into(), json!(objtype));
+            for (name, value) in headers.iter().zip(row.iter()) {
+                let (key, value) = match name {
+                    "UUID" => ("uuid".to_owned(), json!(value)),
+                    "Playlist" => (
+                        "Playlist".to_owned(),
+                        json!(value.split(',').map(str::trim).collect::<Vec<_>>()),
+                    ),
+                    other => (other.to_owned(), json!(value)),
+                };
+                body.insert(key, value);
+            }
+            let status = http.load(&url, token, &Value::Object(body)).await?;
+            anyhow::ensure!(
+                status.is_success(),
+                "{}:{}: /load answered {status}",
+                path.display(),
+                line + 2
+            );
+            loaded += 1;
+        }
+    }
+    Ok(loaded)
+}
+
+/// A tiny HTTP client over the balancer's hyper client, for the loading step.
+struct Loader(crate::balancer::HttpClient);
+
+fn reqwest_like_client() -> Loader {
+    Loader(crate::balancer::http_client())
+}
+
+impl Loader {
+    async fn load(&self, url: &str, token: &str, body: &Value) -> anyhow::Result<http::StatusCode> {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("svc-loader:{token}"));
+        let request = http::Request::post(url)
+            .header("authorization", format!("Basic {basic}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))?;
+        Ok(self.0.request(request).await?.status())
+    }
+}

@@ -1,0 +1,7 @@
+//! The scaler with real processes and real sockets: self-healing under load, and the
+//! balancer's promises (bodies survive retries, readiness gating, least-request, static
+//! pools, no replica -> 503).
+
+mod balancer;
+mod healing;
+mod support;
