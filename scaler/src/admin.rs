@@ -28,6 +28,8 @@ pub fn router(platform: Platform) -> Router {
         .route("/status", get(status))
         .route("/replicas", put(set_replicas))
         .route("/events", get(events))
+        .route("/monitor", get(get_monitor).put(set_monitor))
+        .route("/report", put(report))
         .with_state(platform)
 }
 
@@ -219,4 +221,128 @@ fn to_sse(event: crate::events::Event) -> Result<SseEvent, Infallible> {
         .event(format!("{:?}", event.kind).to_lowercase())
         .json_data(&event)
         .unwrap_or_default())
+}
+
+async fn get_monitor(State(platform): State<Platform>) -> Response {
+    let monitor = platform
+        .monitor
+        .read()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    Json(json!({ "monitor": monitor })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitor {
+    monitor: String,
+}
+
+/// CS230: the primary monitor registers its address here.
+async fn set_monitor(
+    State(platform): State<Platform>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<Monitor>,
+) -> Result<Response, ApiError> {
+    authorize(&platform, &headers)?;
+    if !body.monitor.starts_with("http://") && !body.monitor.starts_with("https://") {
+        return Err(ApiError::bad_request(
+            "`monitor` must be an http(s):// address",
+        ));
+    }
+    if let Ok(mut m) = platform.monitor.write() {
+        *m = Some(body.monitor.clone());
+    }
+    Ok(Json(json!({ "monitor": body.monitor })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    dead: Vec<String>,
+}
+
+/// CS230: a balancer reports replicas it found dead; they leave rotation at once.
+async fn report(
+    State(platform): State<Platform>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<Report>,
+) -> Result<Response, ApiError> {
+    authorize(&platform, &headers)?;
+    let mut ejected = Vec::new();
+    for url in &body.dead {
+        let url = url.trim_end_matches('/');
+        for svc in platform.services.values() {
+            if let Some(backend) = svc.balancer.pool.all().into_iter().find(|b| b.url == url) {
+                svc.balancer.eject(&backend, "reported dead");
+                ejected.push(url.to_owned());
+            }
+        }
+    }
+    Ok(Json(json!({ "ejected": ejected })).into_response())
+}
+
+/// `scaler_replicas{service,state}`, counted from the pools at scrape time.
+#[derive(Debug)]
+pub struct ReplicaGauge {
+    platform: Platform,
+    desc: prometheus::core::Desc,
+}
+
+impl ReplicaGauge {
+    pub fn new(platform: Platform) -> Self {
+        let desc = prometheus::core::Desc::new(
+            "scaler_replicas".into(),
+            "Replicas per service and state.".into(),
+            vec!["service".into(), "state".into()],
+            Default::default(),
+        )
+        .expect("valid metric definition");
+        Self { platform, desc }
+    }
+}
+
+impl prometheus::core::Collector for ReplicaGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let gauge = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("scaler_replicas", "Replicas per service and state."),
+            &["service", "state"],
+        )
+        .expect("valid metric definition");
+        for (name, svc) in self.platform.services.iter() {
+            for state in [
+                ReplicaState::Starting,
+                ReplicaState::Alive,
+                ReplicaState::Disconnected,
+                ReplicaState::Dead,
+            ] {
+                let n = svc
+                    .balancer
+                    .pool
+                    .all()
+                    .iter()
+                    .filter(|b| b.state() == state)
+                    .count();
+                gauge
+                    .with_label_values(&[name.as_str(), state.as_str()])
+                    .set(n as i64);
+            }
+        }
+        prometheus::core::Collector::collect(&gauge)
+    }
+}
+
+/// The admin router with the kit's layers and `/metrics` (the scaler's own metrics
+/// among the process and HTTP ones).
+pub fn app(platform: Platform) -> Router {
+    let kit = kit::Kit::new("scaler", "scaler", &kit::ServerArgs::default());
+    let registry = kit.metrics().registry();
+    let _ = registry.register(Box::new(platform.events.counter.clone()));
+    let _ = registry.register(Box::new(platform.events.recovery.clone()));
+    let _ = registry.register(Box::new(ReplicaGauge::new(platform.clone())));
+    kit.into_router(router(platform))
 }

@@ -23,6 +23,23 @@ pub enum Kind {
     Scaled,
 }
 
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Ready => "ready",
+            Self::Unhealthy => "unhealthy",
+            Self::Healthy => "healthy",
+            Self::Ejected => "ejected",
+            Self::Exited => "exited",
+            Self::Killed => "killed",
+            Self::Replaced => "replaced",
+            Self::Stopped => "stopped",
+            Self::Scaled => "scaled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     /// Milliseconds since the Unix epoch.
@@ -39,13 +56,33 @@ const KEEP: usize = 1000;
 pub struct Events {
     log: Mutex<VecDeque<Event>>,
     live: broadcast::Sender<Event>,
+    /// `scaler_events_total{kind}`.
+    pub counter: prometheus::IntCounterVec,
+    /// `scaler_recovery_seconds{service}`: failure to replacement ready.
+    pub recovery: prometheus::HistogramVec,
 }
 
 impl Default for Events {
     fn default() -> Self {
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("scaler_events_total", "Replica events, by kind."),
+            &["kind"],
+        )
+        .expect("valid metric definition");
+        let recovery = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "scaler_recovery_seconds",
+                "Time from a replica's failure to its replacement being ready.",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            &["service"],
+        )
+        .expect("valid metric definition");
         Self {
             log: Mutex::default(),
             live: broadcast::channel(1024).0,
+            counter,
+            recovery,
         }
     }
 }
@@ -62,6 +99,7 @@ impl Events {
             detail: detail.into(),
         };
         tracing::info!(service, replica, kind = ?kind, detail = %event.detail, "replica event");
+        self.counter.with_label_values(&[kind.as_str()]).inc();
         let _ = self.live.send(event.clone());
         let mut log = self
             .log

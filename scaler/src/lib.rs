@@ -33,4 +33,6 @@ pub struct Platform {
     pub events: Arc<Events>,
     /// Bearer token of the admin API's mutating routes (`SCALER_TOKEN`).
     pub token: Option<String>,
+    /// The primary monitor's address (CS230's `/monitor`), if one registered.
+    pub monitor: Arc<std::sync::RwLock<Option<String>>>,
 }

@@ -129,6 +129,10 @@ impl Supervisor {
                         if let Ok(mut r) = self.recoveries.lock() {
                             r.push(recovery);
                         }
+                        events
+                            .recovery
+                            .with_label_values(&[name.as_str()])
+                            .observe(recovery.as_secs_f64());
                         events.record(
                             &name,
                             m.replica.id(),

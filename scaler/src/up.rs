@@ -191,13 +191,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         services: Arc::new(services),
         events,
         token: std::env::var("SCALER_TOKEN").ok(),
+        monitor: Default::default(),
     };
     let admin = kit::bind(SocketAddr::new(args.host, args.admin_port))
         .await
         .context("binding the admin port")?;
     tokio::spawn(serve(
         admin,
-        crate::admin::router(platform.clone()),
+        crate::admin::app(platform.clone()),
         stop_rx.clone(),
     ));
     let ingress = kit::bind(SocketAddr::new(args.host, args.ingress_port))

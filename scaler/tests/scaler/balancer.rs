@@ -160,6 +160,7 @@ async fn put_servers_adds_and_deletes_static_backends() {
         services: Arc::new(services),
         events: Arc::new(Events::default()),
         token: Some("t0k".into()),
+        monitor: Default::default(),
     };
     let admin = serve(scaler::admin::router(platform)).await;
     let one = serve(echo("one")).await;
@@ -320,4 +321,77 @@ async fn a_slowly_starting_replica_gets_no_traffic_before_it_is_ready() {
     assert!(!refused, "no request was sent to fib-2 before it listened");
     let _ = stop_tx.send(true);
     run.await.expect("supervisor");
+}
+
+#[tokio::test]
+async fn reports_eject_replicas_and_metrics_count_them() {
+    let (balancer, _) = balancer("music").await;
+    let alive = serve(echo("a")).await;
+    balancer
+        .pool
+        .add(Backend::new("music-1", alive.clone(), State::Alive));
+    let services = std::collections::BTreeMap::from([(
+        "music".to_owned(),
+        scaler::Service {
+            balancer: balancer.clone(),
+            supervisor: None,
+        },
+    )]);
+    let events = balancer.events.clone();
+    let platform = scaler::Platform {
+        services: Arc::new(services),
+        events,
+        token: None,
+        monitor: Default::default(),
+    };
+    let admin = serve(scaler::admin::app(platform)).await;
+    let http = client();
+
+    let monitor = http
+        .put(format!("{admin}/monitor"))
+        .json(&json!({"monitor": "http://127.0.0.1:9"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(monitor.status(), StatusCode::OK);
+    let got: serde_json::Value = http
+        .get(format!("{admin}/monitor"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got["monitor"], "http://127.0.0.1:9");
+
+    let report = http
+        .put(format!("{admin}/report"))
+        .json(&json!({"dead": [alive]}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(report.status(), StatusCode::OK);
+    assert_eq!(
+        balancer.pool.alive().len(),
+        0,
+        "a reported replica leaves rotation"
+    );
+
+    let metrics = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"scaler_replicas{service="music",state="disconnected"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"scaler_events_total{kind="ejected"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("process_resident_memory_bytes"));
 }
