@@ -165,7 +165,16 @@ async fn status(State(platform): State<Platform>) -> Response {
             let desired = svc.supervisor.as_ref().map(|s| s.desired.load(std::sync::atomic::Ordering::SeqCst));
             let recoveries: Vec<u128> =
                 svc.supervisor.as_ref().map(|s| s.recoveries().iter().map(Duration::as_millis).collect()).unwrap_or_default();
-            (name.clone(), json!({"desired": desired, "ready": ready, "replicas": replicas, "recoveries_ms": recoveries}))
+(
+                name.clone(),
+                json!({
+                    "desired": desired,
+                    "ready": ready,
+                    "replicas": replicas,
+                    "recoveries_ms": recoveries,
+                    "live": svc.balancer.window.summary(5),
+                }),
+            )
         })
         .collect();
     Json(json!({"services": services})).into_response()

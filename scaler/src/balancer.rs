@@ -51,6 +51,8 @@ pub struct Balancer {
     timeout: Duration,
     /// Retry tokens, in thousandths: each request adds 0.2, each retry takes 1.
     budget: AtomicI64,
+    /// Requests, errors and latency over the last seconds.
+    pub window: crate::window::Window,
 }
 
 impl Balancer {
@@ -67,6 +69,7 @@ impl Balancer {
             client: http_client(),
             timeout,
             budget: AtomicI64::new(RETRY_RESERVE_MILLI),
+            window: crate::window::Window::default(),
         })
     }
 
@@ -98,8 +101,16 @@ impl Balancer {
         }
     }
 
-    /// Forwards one request.
+    /// Forwards one request, and counts it in the live window.
     pub async fn forward(&self, req: Request) -> Response {
+        let started = std::time::Instant::now();
+        let response = self.forward_once(req).await;
+        self.window
+            .record(started.elapsed(), response.status().is_server_error());
+        response
+    }
+
+    async fn forward_once(&self, req: Request) -> Response {
         self.deposit();
         let (parts, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {

@@ -13,6 +13,7 @@ pub mod ingress;
 pub mod pool;
 pub mod supervisor;
 pub mod up;
+pub mod window;
 
 use balancer::Balancer;
 use events::Events;
