@@ -25,6 +25,12 @@ echo "ci/up.sh: music answered $song"
 curl -sf http://127.0.0.1:30080/api/v1/user/b66f61e7-4fad-402f-aaad-101e3e2522d3 -H "Authorization: Bearer $token" | grep -q George
 curl -sf "http://127.0.0.1:30080/fibonacci?n=30" | grep -q 832040
 
+events=$(curl -sN --max-time 1 http://127.0.0.1:30010/events || true)
+echo "$events" | grep -q '^event: ready' || { echo "no ready event on /events: $events" >&2; exit 1; }
+curl -sf http://127.0.0.1:30010/metrics | grep -q '^scaler_replicas{service="music",state="alive"} 2' || { echo "scaler_replicas missing" >&2; exit 1; }
+curl -sf http://127.0.0.1:30010/ | grep -q "scalelab scaler"
+echo "ci/up.sh: /events streams, /metrics counts replicas, the dashboard answers"
+
 "$bin/scaler" replicas music 3
 for _ in $(seq 100); do
   ready=$(curl -sf http://127.0.0.1:30010/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["services"]["music"]["ready"])')
