@@ -116,6 +116,22 @@ fn duplicate_email() -> ApiError {
 /// appear in answers.
 const CLAIM_PREFIX: &str = "email:";
 
+/// A claim whose user does not exist is taken over only after this long (creating a
+/// user takes milliseconds; a claim older than this was left by a failed creation).
+const STALE_CLAIM_MS: u64 = 30_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether `owner` still holds the claim on `address`.
+async fn holds_claim(state: &AppState, address: &str, owner: &str) -> Result<bool, ApiError> {
+    let claim = state.datastore.read(OBJTYPE, &claim_id(address)).await?;
+    Ok(claim.is_some_and(|c| c.fields.get("claim_owner").and_then(Value::as_str) == Some(owner)))
+}
+
 fn claim_id(address: &str) -> String {
     format!("{CLAIM_PREFIX}{}", address.to_lowercase())
 }
@@ -128,6 +144,7 @@ async fn claim(state: &AppState, address: &str, owner: &str) -> Result<(), ApiEr
         let fields = Map::from_iter([
             ("user_id".to_owned(), Value::String(id.clone())),
             ("claim_owner".to_owned(), Value::String(owner.to_owned())),
+            ("claimed_at".to_owned(), json!(now_ms())),
         ]);
         match state.datastore.write(OBJTYPE, fields).await {
             Ok(_) => {
@@ -148,12 +165,23 @@ async fn claim(state: &AppState, address: &str, owner: &str) -> Result<(), ApiEr
                     claimed = true;
                     break;
                 }
-                if state.datastore.read(OBJTYPE, &holder).await?.is_some() {
+                // A live holder, or a claim so fresh that its user is still being
+                // written: the address is taken.
+                let claimed_at = existing
+                    .fields
+                    .get("claimed_at")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                if now_ms().saturating_sub(claimed_at) < STALE_CLAIM_MS
+                    || state.datastore.read(OBJTYPE, &holder).await?.is_some()
+                {
                     return Err(duplicate_email());
                 }
                 // Left behind by a user that is gone: take it over.
-                let fields =
-                    Map::from_iter([("claim_owner".to_owned(), Value::String(owner.to_owned()))]);
+                let fields = Map::from_iter([
+                    ("claim_owner".to_owned(), Value::String(owner.to_owned())),
+                    ("claimed_at".to_owned(), json!(now_ms())),
+                ]);
                 if state
                     .datastore
                     .update(OBJTYPE, &id, &fields, Some(&existing.etag))
@@ -231,6 +259,12 @@ pub async fn create(
     if let Err(e) = state.datastore.write(OBJTYPE, fields).await {
         release(&state, &address_text, &id).await?;
         return Err(e.into());
+    }
+    // The claim could only have been taken over if this creation stalled for longer
+    // than STALE_CLAIM_MS; then the other user keeps the address.
+    if !holds_claim(&state, &address_text, &id).await? {
+        state.datastore.delete(OBJTYPE, &id).await?;
+        return Err(duplicate_email());
     }
     Ok(id_body(&id).into_response())
 }
