@@ -1,5 +1,8 @@
-//! `loader`: seeds the platform's data and drives load at it. This version manages
-//! the DynamoDB tables the gateway's `dynamodb://` engine uses.
+//! `loader`: seeds the platform's data and drives load at it. This version loads the
+//! course data (or generated rows) and manages the DynamoDB tables of the gateway's
+//! `dynamodb://` engine.
+
+mod data;
 
 use std::process::ExitCode;
 
@@ -16,6 +19,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Load users, music and playlists (the course CSVs, or generated rows) through
+    /// the gateway's `/load`, with their own UUIDs: a second run changes nothing.
+    Data(data::DataArgs),
     /// Create or delete the DynamoDB tables `User`, `Music` and `Playlist`.
     Tables {
         #[command(subcommand)]
@@ -63,6 +69,18 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Data(args) => {
+            let rows = match args.generate {
+                Some(g) => data::generate(g, args.seed),
+                None => data::read_course_files(&args.dir)?,
+            };
+            let tallies = data::load(&args, rows).await?;
+            let failed: usize = tallies.values().map(|t| t.failed).sum();
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} row(s) failed (listed above); the others were loaded"
+            );
+        }
         Command::Tables {
             action: TablesAction::Create(args),
         } => {

@@ -100,6 +100,7 @@ fn cursor_param(value: &Option<String>) -> Result<Option<String>, ApiError> {
         .decode(text)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|id| !id.contains('\0'))
         .map(Some)
         .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this gateway returned"))
 }
@@ -340,6 +341,12 @@ pub async fn find(
     let value = required(&q.value, "value")?;
     if field.is_empty() {
         return Err(ApiError::bad_request("`field` must not be empty"));
+    }
+    if field.contains('\0') || value.contains('\0') {
+        // No stored name or value holds one (writes refuse them), and PostgreSQL cannot compare them.
+        return Err(ApiError::bad_request(
+            "`field` and `value` must not contain NUL characters",
+        ));
     }
     let limit = limit_param(&q.limit)?;
     let after = cursor_param(&q.cursor)?;

@@ -262,3 +262,28 @@ async fn unknown_routes_and_methods_answer_with_the_envelope() {
     assert!(response.headers().contains_key("allow"));
     assert_error(response, StatusCode::METHOD_NOT_ALLOWED).await;
 }
+
+#[tokio::test]
+async fn nul_characters_in_find_and_cursors_are_400() {
+    let app = TestApp::spawn().await;
+    assert_error(
+        app.get("/api/v1/datastore/find?objtype=user&field=user&value=%00")
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error(
+        app.get("/api/v1/datastore/find?objtype=user&field=a%00b&value=x")
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    // base64url of "a\0b"
+    assert_error(
+        app.get("/api/v1/datastore/list?objtype=user&cursor=YQBi")
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    app.assert_alive().await;
+}
