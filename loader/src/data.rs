@@ -377,7 +377,7 @@ async fn progress(done: Arc<AtomicUsize>, total: usize) {
         let n = done.load(Ordering::Relaxed);
         let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-3);
         let width = 30;
-        let filled = if total == 0 { width } else { n * width / total };
+        let filled = (n * width).checked_div(total).unwrap_or(width);
         let line = format!(
             "[{}{}] {n}/{total} rows, {rate:.0}/s",
             "#".repeat(filled),
