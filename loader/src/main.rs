@@ -3,6 +3,7 @@
 //! `dynamodb://` engine.
 
 mod data;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,9 @@ enum Command {
     /// Load users, music and playlists (the course CSVs, or generated rows) through
     /// the gateway's `/load`, with their own UUIDs: a second run changes nothing.
     Data(data::DataArgs),
+    /// Lab 02's concurrency sweep: mean / longest / p98 per concurrency, an SLA answer,
+    /// and nodes needed for a user count when several targets are given.
+    Sweep(sweep::SweepArgs),
     /// Create or delete the DynamoDB tables `User`, `Music` and `Playlist`.
     Tables {
         #[command(subcommand)]
@@ -69,6 +73,9 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Sweep(args) => {
+            sweep::sweep(&args).await?;
+        }
         Command::Data(args) => {
             let rows = match args.generate {
                 Some(g) => data::generate(g, args.seed),
