@@ -254,6 +254,31 @@ impl Datastore {
         Self::json(response).await
     }
 
+    /// One page with each item passed through `shape` (`None` leaves it out; `Count`
+    /// follows), for services that hide or reshape fields.
+    pub async fn list_shaped(
+        &self,
+        objtype: &str,
+        paging: &crate::api::Paging,
+        shape: impl Fn(Map<String, Value>) -> Option<Map<String, Value>>,
+    ) -> Result<Value, DatastoreError> {
+        let mut page = self
+            .list(objtype, paging.limit.as_deref(), paging.cursor.as_deref())
+            .await?;
+        if let Some(items) = page["Items"].as_array_mut() {
+            let shaped: Vec<Value> = items
+                .drain(..)
+                .filter_map(|item| match item {
+                    Value::Object(fields) => shape(fields).map(Value::Object),
+                    other => Some(other),
+                })
+                .collect();
+            page["Count"] = Value::from(shaped.len());
+            page["Items"] = Value::Array(shaped);
+        }
+        Ok(page)
+    }
+
     /// Items whose string attribute `field` is `value` (first page, up to `limit`).
     pub async fn find(
         &self,

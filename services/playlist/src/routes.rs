@@ -110,17 +110,10 @@ pub async fn list(
     State(state): State<AppState>,
     AppQuery(paging): AppQuery<Paging>,
 ) -> Result<Response, ApiError> {
-    let mut page = state
+    let page = state
         .datastore
-        .list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref())
+        .list_shaped(OBJTYPE, &paging, |fields| Some(shaped(fields)))
         .await?;
-    if let Some(items) = page["Items"].as_array_mut() {
-        for item in items.iter_mut() {
-            if let Value::Object(fields) = item.take() {
-                *item = Value::Object(shaped(fields));
-            }
-        }
-    }
     Ok(Json(page).into_response())
 }
 

@@ -277,19 +277,16 @@ pub async fn list(
     State(state): State<AppState>,
     AppQuery(paging): AppQuery<Paging>,
 ) -> Result<Response, ApiError> {
-    let mut page = state
+    let page = state
         .datastore
-        .list(OBJTYPE, paging.limit.as_deref(), paging.cursor.as_deref())
+        .list_shaped(OBJTYPE, &paging, |fields| {
+            let claim = fields
+                .get("user_id")
+                .and_then(Value::as_str)
+                .is_some_and(is_claim);
+            (!claim).then(|| public(fields))
+        })
         .await?;
-    if let Some(items) = page["Items"].as_array_mut() {
-        items.retain(|item| !item["user_id"].as_str().is_some_and(is_claim));
-        for item in items.iter_mut() {
-            if let Value::Object(fields) = item.take() {
-                *item = Value::Object(public(fields));
-            }
-        }
-        page["Count"] = json!(items.len());
-    }
     Ok(Json(page).into_response())
 }
 
