@@ -10,6 +10,7 @@ pub mod admin;
 pub mod balancer;
 pub mod events;
 pub mod ingress;
+pub mod policy;
 pub mod pool;
 pub mod supervisor;
 pub mod up;
