@@ -12,6 +12,7 @@ pub mod events;
 pub mod ingress;
 pub mod policy;
 pub mod pool;
+pub mod simulate;
 pub mod supervisor;
 pub mod up;
 pub mod window;

@@ -15,6 +15,24 @@ enum Command {
     /// Start the whole platform (gateway on SQLite, course data, every service behind a
     /// balancer, ingress, admin API) and run until Ctrl-C.
     Up(scaler::up::UpArgs),
+    /// Run policies against a load trace on a queueing model of replicas, and compare.
+    Simulate {
+        /// `cmpt756-steps`, `flash-crowd`, `burst`, `diurnal`, `all`, or a CSV of `seconds,users`.
+        #[arg(long, default_value = "all")]
+        trace: String,
+        /// Comma-separated: hpa, kpa, threshold, littles, or `all`.
+        #[arg(long, default_value = "all")]
+        policy: String,
+        /// One JSON object per policy and trace instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Folder for the charts (one SVG per trace).
+        #[arg(long, default_value = "simulate-results")]
+        out: std::path::PathBuf,
+        /// Seed of the load noise.
+        #[arg(long, default_value_t = 756)]
+        seed: u64,
+    },
     /// Set the replica count of a service of a running `scaler up`.
     Replicas {
         service: String,
@@ -25,6 +43,72 @@ enum Command {
     },
 }
 
+fn simulate(
+    trace: &str,
+    policies: &str,
+    json: bool,
+    out: &std::path::Path,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use scaler::simulate::{self, Model, Trace};
+    let model = Model {
+        seed,
+        ..Model::default()
+    };
+    let traces: Vec<Trace> = match trace {
+        "all" => ["cmpt756-steps", "flash-crowd", "burst", "diurnal"]
+            .iter()
+            .filter_map(|t| Trace::builtin(t, seed))
+            .collect(),
+        name => vec![match Trace::builtin(name, seed) {
+            Some(t) => t,
+            None => Trace::from_file(std::path::Path::new(name)).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e:#} (built-in traces: cmpt756-steps, flash-crowd, burst, diurnal)"
+                )
+            })?,
+        }],
+    };
+    let names: Vec<&str> = if policies == "all" {
+        simulate::POLICIES.to_vec()
+    } else {
+        policies.split(',').map(str::trim).collect()
+    };
+    for name in &names {
+        anyhow::ensure!(
+            simulate::policy(name, &model).is_some(),
+            "unknown policy `{name}` (hpa, kpa, threshold, littles)"
+        );
+    }
+    std::fs::create_dir_all(out)?;
+    let mut all = Vec::new();
+    for trace in &traces {
+        let outcomes: Vec<_> = names
+            .iter()
+            .filter_map(|name| simulate::policy(name, &model))
+            .map(|p| simulate::run(&model, trace, p))
+            .collect();
+        std::fs::write(
+            out.join(format!("{}.svg", trace.name.replace(['/', '.'], "_"))),
+            simulate::chart(&outcomes, model.slo_p99_ms),
+        )?;
+        all.extend(outcomes);
+    }
+    if json {
+        for o in &all {
+            println!("{}", serde_json::to_string(o)?);
+        }
+    } else {
+        println!(
+            "model: {} req/s per replica, {} s start-up, p99 SLO {} ms, {} req/s per user",
+            model.capacity_rps, model.startup_s, model.slo_p99_ms, model.rate_per_user
+        );
+        print!("{}", simulate::table(&all));
+        println!("charts: {}", out.display());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -33,6 +117,13 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = kit::telemetry::init("scaler", "text")?;
             scaler::up::run(args).await
         }
+        Command::Simulate {
+            trace,
+            policy,
+            json,
+            out,
+            seed,
+        } => simulate(&trace, &policy, json, &out, seed),
         Command::Replicas {
             service,
             count,

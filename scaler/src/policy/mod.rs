@@ -4,6 +4,7 @@
 
 pub mod hpa;
 pub mod kpa;
+pub mod littles;
 pub mod threshold;
 
 /// What a policy sees at one evaluation.

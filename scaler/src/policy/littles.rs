@@ -1,0 +1,244 @@
+//! `littles`: our policy. It learns each replica's capacity online (requests per second
+//! at full utilization = per-replica rate / utilization), sizes the service by Little's
+//! law for a target utilization that keeps p99 under the SLO, and jumps straight to that
+//! count on a breach (one evaluation a second) instead of multiplying by bounded
+//! ratios. It adds what is needed to drain a backlog, extrapolates a rising trend over
+//! the start-up time, scales down only after the lower count has been enough for a
+//! while (and never within a cool-down of scaling up), and at most halves at once.
+
+use std::collections::VecDeque;
+
+use super::{Bounds, Decision, Observation, Policy};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LittlesConfig {
+    pub bounds: Bounds,
+    /// The p99 to keep, in milliseconds: the utilization to size for follows from it
+    /// (an M/M/1 replica's p99 is ln(100) / (capacity x (1 - utilization))).
+    pub slo_p99_ms: f64,
+    /// Utilization kept below the one the SLO allows, against noise.
+    pub margin: f64,
+    /// Scale down only when the lower count would still run this much below the
+    /// scale-up utilization (hysteresis: no flapping on noise).
+    pub down_margin: f64,
+    /// Seconds the lower count must have been enough before scaling down.
+    pub down_after_s: f64,
+    /// No scale-down within this long of a scale-up.
+    pub cooldown_s: f64,
+    /// How far ahead a rising load is extrapolated (about a replica's start-up time).
+    pub lookahead_s: f64,
+    /// Capacity per replica assumed until one is measured.
+    pub initial_capacity_rps: f64,
+}
+
+impl LittlesConfig {
+    pub fn new(bounds: Bounds) -> Self {
+        Self {
+            bounds,
+            slo_p99_ms: 250.0,
+            margin: 0.03,
+            down_margin: 0.06,
+            down_after_s: 20.0,
+            cooldown_s: 20.0,
+            lookahead_s: 5.0,
+            initial_capacity_rps: 50.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Littles {
+    pub config: LittlesConfig,
+    capacity: Option<f64>,
+    history: VecDeque<(f64, f64)>,
+    lower_since: Option<f64>,
+    last_up: f64,
+}
+
+impl Littles {
+    pub fn new(config: LittlesConfig) -> Self {
+        Self {
+            config,
+            capacity: None,
+            history: VecDeque::new(),
+            lower_since: None,
+            last_up: f64::NEG_INFINITY,
+        }
+    }
+
+    /// Requests per second one replica serves at full utilization, as learned so far.
+    pub fn capacity(&self) -> f64 {
+        self.capacity.unwrap_or(self.config.initial_capacity_rps)
+    }
+
+    /// Learns from steady, unsaturated observations only: there per-replica rate over
+    /// utilization is the capacity. A saturated replica (or one draining a queue) says
+    /// little, and a changing load mixes two regimes in one average.
+    fn learn(&mut self, o: &Observation) {
+        let steady = self
+            .history
+            .back()
+            .is_some_and(|(_, previous)| (o.rps - previous).abs() <= 0.1 * previous.max(1.0));
+        if o.ready == 0 || !(0.3..=0.95).contains(&o.cpu) || !steady {
+            return;
+        }
+        let sample = (o.rps / o.ready as f64) / o.cpu;
+        self.capacity = Some(match self.capacity {
+            Some(c) => c * 0.8 + sample * 0.2,
+            None => sample,
+        });
+    }
+
+    /// The load expected `lookahead` from now, from the slope of the last 10 s.
+    fn projected_rps(&self, now: f64, rps: f64) -> f64 {
+        let Some(&(t0, r0)) = self.history.iter().find(|(t, _)| now - t <= 10.0) else {
+            return rps;
+        };
+        if now - t0 < 2.0 {
+            return rps;
+        }
+        // Only a steady climb (a ramp), not one jump: the last half rose too.
+        let Some(&(_, r_mid)) = self
+            .history
+            .iter()
+            .find(|(t, _)| now - t <= (now - t0) / 2.0)
+        else {
+            return rps;
+        };
+        let slope = (rps - r0) / (now - t0);
+        // A ramp rises in both halves of the window; a step rises once and stays.
+        let (first, second) = (r_mid - r0, rps - r_mid);
+        let ramp = first > 0.02 * r0
+            && second > 0.02 * r_mid
+            && first.max(second) <= 2.0 * first.min(second);
+        if slope > 0.0 && ramp {
+            rps + slope * self.config.lookahead_s
+        } else {
+            rps
+        }
+    }
+}
+
+impl Policy for Littles {
+    fn name(&self) -> &str {
+        "littles"
+    }
+
+    fn interval(&self) -> f64 {
+        1.0
+    }
+
+    fn decide(&mut self, o: &Observation) -> Decision {
+        self.learn(o);
+        let now = o.time;
+        self.history.push_back((now, o.rps));
+        while self.history.front().is_some_and(|(t, _)| now - t > 10.0) {
+            self.history.pop_front();
+        }
+        if self.capacity.is_none() && o.p99_ms <= self.config.slo_p99_ms {
+            // Nothing measured yet and nothing wrong: keep, rather than act on a guess.
+            return Decision {
+                desired: o.total,
+                reason: "learning the capacity of a replica".to_owned(),
+            };
+        }
+        let capacity = self.capacity();
+        let allowed = 1.0 - (100f64).ln() / (capacity * self.config.slo_p99_ms / 1000.0);
+        let utilization = (allowed - self.config.margin).clamp(0.3, 0.9);
+        // Requests queued beyond what the replicas hold in service (Little's law:
+        // L = lambda x W) are drained within about a minute by extra capacity.
+        let in_service = o.rps / capacity;
+        let backlog_rps = (o.concurrency - in_service).max(0.0) / 60.0;
+        let demand = self.projected_rps(now, o.rps) + backlog_rps;
+        let sized = |u: f64| {
+            self.config
+                .bounds
+                .clamp(((demand / (capacity * u)).ceil() as usize).max(1))
+        };
+        let needed = sized(utilization);
+        let current = o.total;
+        if needed > current {
+            self.lower_since = None;
+            self.last_up = now;
+            return Decision {
+                desired: needed,
+                reason: format!(
+                    "{demand:.0} req/s needs {needed} at {capacity:.0} req/s per replica"
+                ),
+            };
+        }
+        let needed = sized((utilization - self.config.down_margin).max(0.2));
+        // Small surpluses stay (re-adding a replica later is a reversal); a real drop,
+        // a quarter or more of the replicas, is released.
+        if needed < current && needed * 4 <= current * 3 {
+            let since = *self.lower_since.get_or_insert(now);
+            if now - since >= self.config.down_after_s
+                && now - self.last_up >= self.config.cooldown_s
+            {
+                let floor = current.div_ceil(2);
+                let desired = self.config.bounds.clamp(needed.max(floor));
+                // Confirmed: the next halving may follow in 5 s, not another full wait.
+                self.lower_since = Some(now - (self.config.down_after_s - 5.0).max(0.0));
+                return Decision {
+                    desired,
+                    reason: format!("{demand:.0} req/s needs {needed} for {:.0} s", now - since),
+                };
+            }
+        } else {
+            self.lower_since = None;
+        }
+        Decision {
+            desired: current,
+            reason: "enough".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(time: f64, total: usize, rps: f64, cpu: f64) -> Observation {
+        Observation {
+            time,
+            ready: total,
+            total,
+            rps,
+            cpu,
+            concurrency: rps / 100.0 * total as f64,
+            ..Observation::default()
+        }
+    }
+
+    #[test]
+    fn a_step_jumps_straight_to_the_needed_count() {
+        let mut p = Littles::new(LittlesConfig::new(Bounds { min: 1, max: 50 }));
+        // 2 replicas at 50% serving 100 req/s, steadily: capacity 100 req/s each.
+        p.decide(&at(0.0, 2, 100.0, 0.5));
+        p.decide(&at(0.5, 2, 100.0, 0.5));
+        assert!((p.capacity() - 100.0).abs() < 1e-6, "{}", p.capacity());
+        // The load triples: 300 req/s at 80% needs 4 replicas, at once.
+        let d = p.decide(&at(1.0, 2, 300.0, 1.0));
+        assert!(d.desired >= 4, "{d:?}");
+    }
+
+    #[test]
+    fn scale_down_waits_and_halves_at_most() {
+        let mut p = Littles::new(LittlesConfig::new(Bounds { min: 1, max: 50 }));
+        // Learn the capacity (100 req/s) from steady load first.
+        p.decide(&at(0.0, 10, 800.0, 0.8));
+        p.decide(&at(0.5, 10, 800.0, 0.8));
+        let mut t = 1.0;
+        let mut desired = 10;
+        while t < 19.0 {
+            desired = p.decide(&at(t, 10, 100.0, 0.1)).desired;
+            assert_eq!(desired, 10, "no scale-down before 20 s (t = {t})");
+            t += 1.0;
+        }
+        while desired == 10 && t < 40.0 {
+            desired = p.decide(&at(t, 10, 100.0, 0.1)).desired;
+            t += 1.0;
+        }
+        assert_eq!(desired, 5, "halved at most");
+    }
+}
