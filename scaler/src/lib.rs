@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 pub mod actuator;
 pub mod admin;
+pub mod autoscale;
 pub mod balancer;
 pub mod events;
 pub mod ingress;

@@ -44,6 +44,9 @@ pub struct FileConfig {
     pub replicas: BTreeMap<String, usize>,
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// `[autoscale.<service>]`: a policy that sets the replica count while it runs.
+    #[serde(default)]
+    pub autoscale: BTreeMap<String, crate::autoscale::AutoscaleConfig>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -116,6 +119,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         Err(_) => FileConfig::default(),
     };
+    for (name, autoscale) in &file.autoscale {
+        anyhow::ensure!(
+            SERVICES.iter().any(|(s, _, _)| s == name),
+            "{}: unknown service `{name}`",
+            args.config.display()
+        );
+        autoscale
+            .build()
+            .map_err(|e| anyhow::anyhow!("{}: [autoscale.{name}]: {e}", args.config.display()))?;
+    }
     for name in file.replicas.keys() {
         anyhow::ensure!(
             SERVICES.iter().any(|(s, _, _)| s == name),
@@ -160,13 +173,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         };
         let pool = Arc::new(Pool::new(file.strategy.unwrap_or_default()));
         let balancer = Balancer::new(name, pool, events.clone(), Duration::from_secs(30));
-        let replicas = file
+        let mut replicas = file
             .replicas
             .get(*name)
             .copied()
             .unwrap_or_else(|| default_replicas(name));
+        let autoscale = file.autoscale.get(*name);
+        if let Some(a) = autoscale {
+            replicas = replicas.clamp(a.min, a.max);
+        }
         let supervisor = Supervisor::new(spec, balancer.clone(), actuator.clone(), replicas);
         tasks.push(tokio::spawn(supervisor.clone().run(stop_rx.clone())));
+        if let Some(a) = autoscale {
+            let policy = a.build()?;
+            tracing::info!(
+                service = name,
+                policy = policy.name(),
+                min = a.min,
+                max = a.max,
+                "autoscaling"
+            );
+            tokio::spawn(crate::autoscale::run(
+                supervisor.clone(),
+                policy,
+                stop_rx.clone(),
+            ));
+        }
         tokio::spawn(
             balancer
                 .clone()

@@ -2,6 +2,7 @@
 //! balancer's promises (bodies survive retries, readiness gating, least-request, static
 //! pools, no replica -> 503).
 
+mod autoscaling;
 mod balancer;
 mod healing;
 mod support;

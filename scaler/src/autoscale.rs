@@ -1,0 +1,242 @@
+//! Live autoscaling: every `interval` of its policy, an observation of one service
+//! (request rate and latency from its balancer's window, requests in flight, ready and
+//! asked-for replicas, CPU per replica from their `/metrics`) goes to the policy, and
+//! its decision becomes the supervisor's replica count, recorded as a `scaled` event
+//! with the policy's reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::events::Kind;
+use crate::policy::hpa::{Hpa, HpaConfig};
+use crate::policy::kpa::{Kpa, KpaConfig};
+use crate::policy::littles::{Littles, LittlesConfig};
+use crate::policy::threshold::Threshold;
+use crate::policy::{Bounds, Observation, Policy, Target};
+use crate::pool::State;
+use crate::supervisor::Supervisor;
+
+/// `[autoscale.<service>]` in `scaler.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleConfig {
+    /// `littles` (ours), `hpa`, `kpa` or `threshold`.
+    pub policy: String,
+    pub min: usize,
+    pub max: usize,
+    /// For `hpa` and `kpa`: `cpu:0.7`, `latency:200` (ms), `concurrency:10`, `rps:70`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// For `littles`: the p99 to keep, in milliseconds.
+    #[serde(default = "default_slo")]
+    pub slo_p99_ms: f64,
+}
+
+fn default_slo() -> f64 {
+    250.0
+}
+
+fn parse_target(text: &str) -> anyhow::Result<Target> {
+    let (kind, value) = text
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("target `{text}`: expected kind:value"))?;
+    let value: f64 = value
+        .parse()
+        .map_err(|_| anyhow::anyhow!("target `{text}`: `{value}` is not a number"))?;
+    Ok(match kind {
+        "cpu" => Target::Cpu(value),
+        "latency" => Target::LatencyMs(value),
+        "concurrency" => Target::Concurrency(value),
+        "rps" => Target::Rps(value),
+        other => anyhow::bail!("target kind `{other}`: use cpu, latency, concurrency or rps"),
+    })
+}
+
+impl AutoscaleConfig {
+    pub fn build(&self) -> anyhow::Result<Box<dyn Policy>> {
+        anyhow::ensure!(
+            self.min >= 1 && self.min <= self.max,
+            "autoscale bounds: need 1 <= min <= max"
+        );
+        let bounds = Bounds {
+            min: self.min,
+            max: self.max,
+        };
+        let target = || -> anyhow::Result<Target> {
+            parse_target(self.target.as_deref().unwrap_or("cpu:0.7"))
+        };
+        Ok(match self.policy.as_str() {
+            "littles" => Box::new(Littles::new(LittlesConfig {
+                slo_p99_ms: self.slo_p99_ms,
+                ..LittlesConfig::new(bounds)
+            })),
+            "hpa" => Box::new(Hpa::new(HpaConfig::kubernetes_defaults(target()?, bounds))),
+            "kpa" => {
+                let target = parse_target(self.target.as_deref().unwrap_or("concurrency:10"))?;
+                anyhow::ensure!(
+                    matches!(target, Target::Concurrency(_) | Target::Rps(_)),
+                    "kpa scales on concurrency or rps"
+                );
+                Box::new(Kpa::new(KpaConfig::knative_defaults(target, bounds)))
+            }
+            "threshold" => Box::new(Threshold::cs230(bounds)),
+            other => anyhow::bail!("unknown policy `{other}` (littles, hpa, kpa, threshold)"),
+        })
+    }
+}
+
+/// Reads `process_cpu_seconds_total` of each replica and turns it into cores in use.
+#[derive(Debug, Default)]
+struct CpuMeter {
+    last: HashMap<String, (Instant, f64)>,
+}
+
+impl CpuMeter {
+    async fn sample(&mut self, supervisor: &Supervisor) -> f64 {
+        let backends: Vec<_> = supervisor
+            .balancer
+            .pool
+            .all()
+            .into_iter()
+            .filter(|b| b.state() == State::Alive)
+            .collect();
+        let mut shares = Vec::new();
+        for backend in &backends {
+            let Some(seconds) = scrape_cpu(&backend.url).await else {
+                continue;
+            };
+            let now = Instant::now();
+            if let Some((then, before)) = self.last.insert(backend.id.clone(), (now, seconds)) {
+                let elapsed = now.duration_since(then).as_secs_f64();
+                if elapsed > 0.05 {
+                    shares.push(((seconds - before) / elapsed).max(0.0));
+                }
+            }
+        }
+        self.last
+            .retain(|id, _| backends.iter().any(|b| &b.id == id));
+        if shares.is_empty() {
+            0.0
+        } else {
+            shares.iter().sum::<f64>() / shares.len() as f64
+        }
+    }
+}
+
+async fn scrape_cpu(url: &str) -> Option<f64> {
+    let client = crate::balancer::http_client();
+    let request = http::Request::get(format!("{url}/metrics"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .ok()?;
+    let response = tokio::time::timeout(Duration::from_millis(500), client.request(request))
+        .await
+        .ok()?
+        .ok()?;
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    let text = std::str::from_utf8(&body).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Runs `policy` against `supervisor`'s service until `stop` changes.
+pub async fn run(
+    supervisor: Arc<Supervisor>,
+    mut policy: Box<dyn Policy>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let mut cpu = CpuMeter::default();
+    let name = supervisor.spec.name.clone();
+    loop {
+        let interval = Duration::from_secs_f64(policy.interval().max(0.5));
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let pool = &supervisor.balancer.pool;
+        let all = pool.all();
+        let ready = all.iter().filter(|b| b.state() == State::Alive).count();
+        let window = supervisor
+            .balancer
+            .window
+            .summary(interval.as_secs().clamp(1, 10));
+        let observation = Observation {
+            time: started.elapsed().as_secs_f64(),
+            ready,
+            total: supervisor.desired.load(Ordering::SeqCst),
+            rps: window.requests_per_second,
+            concurrency: all.iter().map(|b| b.in_flight() as f64).sum(),
+            p50_ms: window.p50_ms,
+            p99_ms: window.p99_ms,
+            mean_ms: window.mean_ms,
+            cpu: cpu.sample(&supervisor).await,
+            error_rate: window.error_rate,
+        };
+        let decision = policy.decide(&observation);
+        let current = supervisor.desired.load(Ordering::SeqCst);
+        if decision.desired != current {
+            supervisor.set_desired(decision.desired);
+            supervisor.balancer.events.record(
+                &name,
+                "-",
+                Kind::Scaled,
+                format!("{}: {}", policy.name(), decision.reason),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_build_their_policy_or_say_what_is_wrong() {
+        let parse = |text: &str| toml::from_str::<AutoscaleConfig>(text).expect("toml");
+        assert_eq!(
+            parse("policy = \"littles\"\nmin = 1\nmax = 4")
+                .build()
+                .expect("littles")
+                .name(),
+            "littles"
+        );
+        assert_eq!(
+            parse("policy = \"hpa\"\nmin = 1\nmax = 4\ntarget = \"latency:200\"")
+                .build()
+                .expect("hpa")
+                .name(),
+            "hpa"
+        );
+        assert_eq!(
+            parse("policy = \"kpa\"\nmin = 1\nmax = 4\ntarget = \"rps:70\"")
+                .build()
+                .expect("kpa")
+                .name(),
+            "kpa"
+        );
+        assert!(
+            parse("policy = \"kpa\"\nmin = 1\nmax = 4\ntarget = \"cpu:0.7\"")
+                .build()
+                .is_err()
+        );
+        assert!(
+            parse("policy = \"magic\"\nmin = 1\nmax = 4")
+                .build()
+                .is_err()
+        );
+        assert!(parse("policy = \"hpa\"\nmin = 3\nmax = 2").build().is_err());
+        assert!(
+            parse("policy = \"hpa\"\nmin = 1\nmax = 2\ntarget = \"cpu\"")
+                .build()
+                .is_err()
+        );
+    }
+}
