@@ -3,6 +3,7 @@
 //! `dynamodb://` engine.
 
 mod data;
+mod run;
 mod sweep;
 
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ enum Command {
     /// Lab 02's concurrency sweep: mean / longest / p98 per concurrency, an SLA answer,
     /// and nodes needed for a user count when several targets are given.
     Sweep(sweep::SweepArgs),
+    /// Run a scenario (the course's Gatling simulations, the CMPT 756 scaling steps, or
+    /// a file of your own) and report a table, results.json and an HTML report.
+    Run(run::RunArgs),
     /// Create or delete the DynamoDB tables `User`, `Music` and `Playlist`.
     Tables {
         #[command(subcommand)]
@@ -73,6 +77,13 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => {
+            let clean = run::run(&args).await?;
+            anyhow::ensure!(
+                clean,
+                "some requests failed or none was sent (see the KO column)"
+            );
+        }
         Command::Sweep(args) => {
             sweep::sweep(&args).await?;
         }

@@ -1,0 +1,363 @@
+//! Runs a scenario: users (closed model) or arrivals (open model) send the request
+//! chain; every answer is timed and counted per request name and per second.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng as _;
+
+use super::scenario::{FeederMode, Injection, Scenario, fill};
+
+/// Where requests go and how long a run may take.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub base_url: String,
+    pub services: BTreeMap<String, String>,
+    pub duration: Option<Duration>,
+    pub time_scale: f64,
+}
+
+/// One answered (or failed) request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub at: f64,
+    pub latency_us: u64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Recorder {
+    pub by_name: Mutex<BTreeMap<String, Vec<Sample>>>,
+    /// Active users, sampled each second.
+    pub users: Mutex<Vec<(f64, i64)>>,
+}
+
+impl Recorder {
+    fn record(&self, name: &str, sample: Sample) {
+        if let Ok(mut map) = self.by_name.lock() {
+            map.entry(name.to_owned()).or_default().push(sample);
+        }
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Shared {
+    scenario: Scenario,
+    plan: Plan,
+    rows: Vec<BTreeMap<String, String>>,
+    next_row: std::sync::atomic::AtomicUsize,
+    client: HttpClient,
+    recorder: Arc<Recorder>,
+    started: Instant,
+    stop: AtomicBool,
+    active: AtomicI64,
+    target: AtomicI64,
+}
+
+fn read_feeder(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("feeder {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let rows: Vec<_> = reader
+        .records()
+        .filter_map(Result::ok)
+        .map(|r| {
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.trim().to_owned(), v.trim().to_owned()))
+                .collect()
+        })
+        .collect();
+    anyhow::ensure!(!rows.is_empty(), "feeder {} has no rows", path.display());
+    Ok(rows)
+}
+
+fn scaled(text: &str, scale: f64) -> anyhow::Result<Duration> {
+    let d = kit::config::parse_duration(text).map_err(anyhow::Error::msg)?;
+    Ok(d.div_f64(scale.max(1e-6)))
+}
+
+impl Shared {
+    fn row(&self) -> BTreeMap<String, String> {
+        if self.rows.is_empty() {
+            return BTreeMap::new();
+        }
+        let mode = self
+            .scenario
+            .feeder
+            .as_ref()
+            .map(|f| f.mode)
+            .unwrap_or_default();
+        let i = match mode {
+            FeederMode::Circular => self.next_row.fetch_add(1, Ordering::Relaxed),
+            FeederMode::Random => rand::rng().random_range(0..self.rows.len()),
+        };
+        self.rows[i % self.rows.len()].clone()
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Sends the chain once; `intended` is when it should have started (open model).
+    async fn chain(&self, intended: Instant) {
+        let row = self.row();
+        let mut first = true;
+        for step in &self.scenario.requests {
+            let base = step
+                .service
+                .as_ref()
+                .and_then(|s| self.plan.services.get(s))
+                .unwrap_or(&self.plan.base_url);
+            let url = format!("{}{}", base.trim_end_matches('/'), fill(&step.path, &row));
+            let mut request = http::Request::builder()
+                .method(step.method.as_str())
+                .uri(&url);
+            for (k, v) in &step.headers {
+                request = request.header(k, fill(v, &row));
+            }
+            let body = step
+                .body
+                .as_ref()
+                .map(|b| Bytes::from(fill(b, &row)))
+                .unwrap_or_default();
+            if step.body.is_some() {
+                request = request.header("content-type", "application/json");
+            }
+            let sent = if first { intended } else { Instant::now() };
+            first = false;
+            let ok = match request.body(Full::new(body)) {
+                Ok(request) => match self.client.request(request).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        response.into_body().collect().await.is_ok() && status == step.expect
+                    }
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            let latency_us = sent.elapsed().as_micros() as u64;
+            self.recorder.record(
+                &step.name,
+                Sample {
+                    at: self.elapsed(),
+                    latency_us,
+                    ok,
+                },
+            );
+        }
+    }
+
+    async fn think(&self, min: Duration, max: Duration) {
+        let pause = if max > min {
+            rand::rng().random_range(min..=max)
+        } else {
+            min
+        };
+        tokio::time::sleep(pause.div_f64(self.plan.time_scale.max(1e-6))).await;
+    }
+}
+
+/// One user: the chain (once, or until told to stop when the scenario runs forever).
+async fn user(shared: Arc<Shared>) {
+    let (min, max) = shared.scenario.think.bounds().unwrap_or_default();
+    loop {
+        shared.chain(Instant::now()).await;
+        let too_many = shared.active.load(Ordering::SeqCst) > shared.target.load(Ordering::SeqCst);
+        if !shared.scenario.forever || shared.stop.load(Ordering::SeqCst) || too_many {
+            break;
+        }
+        shared.think(min, max).await;
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    shared.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Runs the scenario; returns what was recorded and how long it ran.
+pub async fn run(
+    scenario: Scenario,
+    scenario_dir: &Path,
+    plan: Plan,
+) -> anyhow::Result<(Arc<Recorder>, f64)> {
+    let rows = match &scenario.feeder {
+        Some(f) => read_feeder(&scenario_dir.join(&f.file))?,
+        None => Vec::new(),
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(4096)
+        .build(connector);
+    let recorder = Arc::new(Recorder::default());
+    let shared = Arc::new(Shared {
+        scenario: scenario.clone(),
+        plan: plan.clone(),
+        rows,
+        next_row: Default::default(),
+        client,
+        recorder: recorder.clone(),
+        started: Instant::now(),
+        stop: AtomicBool::new(false),
+        active: AtomicI64::new(0),
+        target: AtomicI64::new(0),
+    });
+    let scale = plan.time_scale;
+    let progress = tokio::spawn(progress(shared.clone()));
+    let deadline = plan.duration.map(|d| shared.started + d);
+    let mut tasks = Vec::new();
+    let spawn_user = |tasks: &mut Vec<tokio::task::JoinHandle<()>>| {
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        tasks.push(tokio::spawn(user(shared.clone())));
+    };
+    // The number of active users the profile wants at `t` seconds (scaled time), and when it ends.
+    let profile: Box<dyn Fn(f64) -> Option<i64> + Send> = match &scenario.injection {
+        Injection::AtOnce { users } => {
+            let users = *users as i64;
+            Box::new(move |_| Some(users))
+        }
+        Injection::Ramp { users, over } => {
+            // Users start evenly over the window; each runs its chain (and loops if forever).
+            let over = scaled(over, scale)?.as_secs_f64().max(1e-3);
+            let users = *users as f64;
+            Box::new(move |t| Some(((t / over).min(1.0) * users).ceil() as i64))
+        }
+        Injection::RampConcurrent { from, to, over } => {
+            let over = scaled(over, scale)?.as_secs_f64().max(1e-3);
+            let (from, to) = (*from as f64, *to as f64);
+            Box::new(move |t| Some((from + (to - from) * (t / over).min(1.0)).round() as i64))
+        }
+        Injection::Steps { steps } => {
+            let mut ends = Vec::new();
+            let mut at = 0.0;
+            for (users, hold) in steps {
+                at += scaled(hold, scale)?.as_secs_f64();
+                ends.push((at, *users as i64));
+            }
+            Box::new(move |t| ends.iter().find(|(end, _)| t < *end).map(|(_, u)| *u))
+        }
+        Injection::ConstantRate { per_second, during } => {
+            let during = scaled(during, scale)?;
+            let rate = *per_second * scale;
+            anyhow::ensure!(rate > 0.0, "per_second must be positive");
+            let start = Instant::now();
+            let mut k: u64 = 0;
+            loop {
+                let intended = start + Duration::from_secs_f64(k as f64 / rate);
+                if intended.duration_since(start) >= during
+                    || deadline.is_some_and(|d| intended >= d)
+                {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move { shared.chain(intended).await }));
+                k += 1;
+            }
+            for t in tasks.drain(..) {
+                let _ = t.await;
+            }
+            shared.stop.store(true, Ordering::SeqCst);
+            progress.abort();
+            return Ok((recorder, shared.elapsed()));
+        }
+    };
+    let ramp_once = matches!(
+        scenario.injection,
+        Injection::Ramp { .. } | Injection::AtOnce { .. }
+    );
+    let mut started_users: i64 = 0;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let t = shared.elapsed();
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let Some(target) = profile(t) else { break };
+        shared.target.store(target, Ordering::SeqCst);
+        if ramp_once {
+            // Each of these users starts once.
+            while started_users < target {
+                spawn_user(&mut tasks);
+                started_users += 1;
+            }
+            if !scenario.forever
+                && shared.active.load(Ordering::SeqCst) == 0
+                && started_users >= target
+            {
+                break;
+            }
+        } else {
+            while shared.active.load(Ordering::SeqCst) < target {
+                spawn_user(&mut tasks);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = &mut ctrl_c => break,
+        }
+    }
+    shared.stop.store(true, Ordering::SeqCst);
+    shared.target.store(0, Ordering::SeqCst);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
+    progress.abort();
+    Ok((recorder, shared.elapsed()))
+}
+
+/// Once a second: users, requests/s, p99 and errors of the last second.
+async fn progress(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut seen = 0usize;
+    loop {
+        tick.tick().await;
+        let now = shared.elapsed();
+        let users = shared.active.load(Ordering::SeqCst);
+        if let Ok(mut u) = shared.recorder.users.lock() {
+            u.push((now, users));
+        }
+        let (count, errors, mut latencies) = match shared.recorder.by_name.lock() {
+            Ok(map) => {
+                let last: Vec<Sample> = map
+                    .values()
+                    .flatten()
+                    .filter(|s| s.at > now - 1.0)
+                    .copied()
+                    .collect();
+                let total: usize = map.values().map(Vec::len).sum();
+                let fresh = total.saturating_sub(seen);
+                seen = total;
+                (
+                    fresh,
+                    last.iter().filter(|s| !s.ok).count(),
+                    last.iter().map(|s| s.latency_us).collect::<Vec<_>>(),
+                )
+            }
+            Err(_) => continue,
+        };
+        latencies.sort_unstable();
+        let p99 = latencies
+            .get(((latencies.len() as f64 * 0.99) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0);
+        eprintln!(
+            "{now:>6.0} s  users {users:>5}  {count:>6} req/s  p99 {:>8.1} ms  errors {errors}",
+            p99 as f64 / 1000.0
+        );
+    }
+}
