@@ -34,18 +34,56 @@ pub struct Sample {
     pub ok: bool,
 }
 
+/// Every sample, by step of the chain (no allocation per request), and the active
+/// users each second.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    pub by_name: Mutex<BTreeMap<String, Vec<Sample>>>,
-    /// Active users, sampled each second.
+    pub names: Vec<String>,
+    pub samples: Vec<Mutex<Vec<Sample>>>,
     pub users: Mutex<Vec<(f64, i64)>>,
 }
 
 impl Recorder {
-    fn record(&self, name: &str, sample: Sample) {
-        if let Ok(mut map) = self.by_name.lock() {
-            map.entry(name.to_owned()).or_default().push(sample);
+    fn new(names: Vec<String>) -> Self {
+        let samples = names
+            .iter()
+            .map(|_| Mutex::new(Vec::with_capacity(1 << 16)))
+            .collect();
+        Self {
+            names,
+            samples,
+            users: Mutex::default(),
         }
+    }
+
+    /// Moves a user's buffered samples in (one lock per step and flush, not per request).
+    fn flush(&self, buffer: &mut Vec<(usize, Sample)>) {
+        for (step, samples) in self.samples.iter().enumerate() {
+            if buffer.iter().any(|(s, _)| *s == step)
+                && let Ok(mut v) = samples.lock()
+            {
+                v.extend(
+                    buffer
+                        .iter()
+                        .filter(|(s, _)| *s == step)
+                        .map(|(_, sample)| *sample),
+                );
+            }
+        }
+        buffer.clear();
+    }
+
+    /// Samples by request name (steps with one name are merged).
+    pub fn by_name(&self) -> BTreeMap<String, Vec<Sample>> {
+        let mut out: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+        for (name, samples) in self.names.iter().zip(&self.samples) {
+            if let Ok(v) = samples.lock() {
+                out.entry(name.clone())
+                    .or_default()
+                    .extend(v.iter().copied());
+            }
+        }
+        out
     }
 }
 
@@ -89,9 +127,9 @@ fn scaled(text: &str, scale: f64) -> anyhow::Result<Duration> {
 }
 
 impl Shared {
-    fn row(&self) -> BTreeMap<String, String> {
+    fn row(&self) -> Option<&BTreeMap<String, String>> {
         if self.rows.is_empty() {
-            return BTreeMap::new();
+            return None;
         }
         let mode = self
             .scenario
@@ -103,7 +141,7 @@ impl Shared {
             FeederMode::Circular => self.next_row.fetch_add(1, Ordering::Relaxed),
             FeederMode::Random => rand::rng().random_range(0..self.rows.len()),
         };
-        self.rows[i % self.rows.len()].clone()
+        Some(&self.rows[i % self.rows.len()])
     }
 
     fn elapsed(&self) -> f64 {
@@ -111,26 +149,34 @@ impl Shared {
     }
 
     /// Sends the chain once; `intended` is when it should have started (open model).
-    async fn chain(&self, intended: Instant) {
-        let row = self.row();
+    /// With `connections`, a user's requests go over connections of its own (as wrk's
+    /// do: no pool between users); without, through the shared pool.
+    async fn chain(
+        &self,
+        intended: Instant,
+        mut connections: Option<&mut Connections>,
+        sink: &mut Vec<(usize, Sample)>,
+    ) {
+        let empty = BTreeMap::new();
+        let row = self.row().unwrap_or(&empty);
         let mut first = true;
-        for step in &self.scenario.requests {
+        for (index, step) in self.scenario.requests.iter().enumerate() {
             let base = step
                 .service
                 .as_ref()
                 .and_then(|s| self.plan.services.get(s))
                 .unwrap_or(&self.plan.base_url);
-            let url = format!("{}{}", base.trim_end_matches('/'), fill(&step.path, &row));
+            let url = format!("{}{}", base.trim_end_matches('/'), fill(&step.path, row));
             let mut request = http::Request::builder()
                 .method(step.method.as_str())
                 .uri(&url);
             for (k, v) in &step.headers {
-                request = request.header(k, fill(v, &row));
+                request = request.header(k, fill(v, row));
             }
             let body = step
                 .body
                 .as_ref()
-                .map(|b| Bytes::from(fill(b, &row)))
+                .map(|b| Bytes::from(fill(b, row)))
                 .unwrap_or_default();
             if step.body.is_some() {
                 request = request.header("content-type", "application/json");
@@ -138,24 +184,34 @@ impl Shared {
             let sent = if first { intended } else { Instant::now() };
             first = false;
             let ok = match request.body(Full::new(body)) {
-                Ok(request) => match self.client.request(request).await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        response.into_body().collect().await.is_ok() && status == step.expect
+                Ok(request) => {
+                    let response = match connections.as_deref_mut() {
+                        Some(c) => c.send(request).await,
+                        None => self
+                            .client
+                            .request(request)
+                            .await
+                            .map_err(|e| e.to_string()),
+                    };
+                    match response {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            response.into_body().collect().await.is_ok() && status == step.expect
+                        }
+                        Err(_) => false,
                     }
-                    Err(_) => false,
-                },
+                }
                 Err(_) => false,
             };
             let latency_us = sent.elapsed().as_micros() as u64;
-            self.recorder.record(
-                &step.name,
+            sink.push((
+                index,
                 Sample {
                     at: self.elapsed(),
                     latency_us,
                     ok,
                 },
-            );
+            ));
         }
     }
 
@@ -172,8 +228,17 @@ impl Shared {
 /// One user: the chain (once, or until told to stop when the scenario runs forever).
 async fn user(shared: Arc<Shared>) {
     let (min, max) = shared.scenario.think.bounds().unwrap_or_default();
+    let mut connections = Connections::default();
+    let mut buffer = Vec::with_capacity(1024);
+    let mut flushed = Instant::now();
     loop {
-        shared.chain(Instant::now()).await;
+        shared
+            .chain(Instant::now(), Some(&mut connections), &mut buffer)
+            .await;
+        if buffer.len() >= 512 || flushed.elapsed() >= Duration::from_millis(250) {
+            shared.recorder.flush(&mut buffer);
+            flushed = Instant::now();
+        }
         let too_many = shared.active.load(Ordering::SeqCst) > shared.target.load(Ordering::SeqCst);
         if !shared.scenario.forever || shared.stop.load(Ordering::SeqCst) || too_many {
             break;
@@ -183,7 +248,61 @@ async fn user(shared: Arc<Shared>) {
             break;
         }
     }
+    shared.recorder.flush(&mut buffer);
     shared.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// One user's keep-alive connections, by host and port.
+#[derive(Default)]
+struct Connections {
+    open: BTreeMap<String, hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Connections {
+    async fn send(
+        &mut self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or("no host in the URL")?;
+        if self.open.get(&authority).is_none_or(|s| s.is_closed()) {
+            let stream = tokio::net::TcpStream::connect(&authority)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            self.open.insert(authority.clone(), sender);
+        }
+        let sender = self.open.get_mut(&authority).ok_or("no connection")?;
+        sender.ready().await.map_err(|e| e.to_string())?;
+        // HTTP/1 over an already connected socket wants only the path in the request line.
+        let (mut parts, body) = request.into_parts();
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|_| "bad path")?;
+        parts.headers.insert(
+            http::header::HOST,
+            http::HeaderValue::try_from(authority.as_str()).map_err(|_| "bad host")?,
+        );
+        let result = sender
+            .send_request(http::Request::from_parts(parts, body))
+            .await
+            .map_err(|e| e.to_string());
+        if result.is_err() {
+            self.open.remove(&authority);
+        }
+        result
+    }
 }
 
 /// Runs the scenario; returns what was recorded and how long it ran.
@@ -201,7 +320,9 @@ pub async fn run(
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(4096)
         .build(connector);
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(Recorder::new(
+        scenario.requests.iter().map(|s| s.name.clone()).collect(),
+    ));
     let shared = Arc::new(Shared {
         scenario: scenario.clone(),
         plan: plan.clone(),
@@ -234,8 +355,18 @@ pub async fn run(
             let users = *users as f64;
             Box::new(move |t| Some(((t / over).min(1.0) * users).ceil() as i64))
         }
-        Injection::RampConcurrent { from, to, over } => {
-            let over = scaled(over, scale)?.as_secs_f64().max(1e-3);
+        Injection::RampConcurrent {
+            from,
+            to,
+            over,
+            over_per_user,
+        } => {
+            let over = match (over, over_per_user) {
+                (Some(over), _) => scaled(over, scale)?,
+                (None, Some(each)) => scaled(each, scale)? * (*to).max(1) as u32,
+                (None, None) => anyhow::bail!("ramp_concurrent needs `over` or `over_per_user`"),
+            };
+            let over = over.as_secs_f64().max(1e-3);
             let (from, to) = (*from as f64, *to as f64);
             Box::new(move |t| Some((from + (to - from) * (t / over).min(1.0)).round() as i64))
         }
@@ -263,7 +394,11 @@ pub async fn run(
                 }
                 tokio::time::sleep_until(intended.into()).await;
                 let shared = shared.clone();
-                tasks.push(tokio::spawn(async move { shared.chain(intended).await }));
+                tasks.push(tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    shared.chain(intended, None, &mut buffer).await;
+                    shared.recorder.flush(&mut buffer);
+                }));
                 k += 1;
             }
             for t in tasks.drain(..) {
@@ -319,11 +454,12 @@ pub async fn run(
     Ok((recorder, shared.elapsed()))
 }
 
-/// Once a second: users, requests/s, p99 and errors of the last second.
+/// Once a second: users, requests/s, p99 and errors of the last second (only the new
+/// samples are looked at).
 async fn progress(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let mut seen = 0usize;
+    let mut seen = vec![0usize; shared.recorder.samples.len()];
     loop {
         tick.tick().await;
         let now = shared.elapsed();
@@ -331,25 +467,15 @@ async fn progress(shared: Arc<Shared>) {
         if let Ok(mut u) = shared.recorder.users.lock() {
             u.push((now, users));
         }
-        let (count, errors, mut latencies) = match shared.recorder.by_name.lock() {
-            Ok(map) => {
-                let last: Vec<Sample> = map
-                    .values()
-                    .flatten()
-                    .filter(|s| s.at > now - 1.0)
-                    .copied()
-                    .collect();
-                let total: usize = map.values().map(Vec::len).sum();
-                let fresh = total.saturating_sub(seen);
-                seen = total;
-                (
-                    fresh,
-                    last.iter().filter(|s| !s.ok).count(),
-                    last.iter().map(|s| s.latency_us).collect::<Vec<_>>(),
-                )
-            }
-            Err(_) => continue,
-        };
+        let (mut count, mut errors, mut latencies) = (0usize, 0usize, Vec::new());
+        for (samples, seen) in shared.recorder.samples.iter().zip(seen.iter_mut()) {
+            let Ok(v) = samples.lock() else { continue };
+            let fresh = &v[(*seen).min(v.len())..];
+            count += fresh.len();
+            errors += fresh.iter().filter(|s| !s.ok).count();
+            latencies.extend(fresh.iter().map(|s| s.latency_us));
+            *seen = v.len();
+        }
         latencies.sort_unstable();
         let p99 = latencies
             .get(((latencies.len() as f64 * 0.99) as usize).min(latencies.len().saturating_sub(1)))

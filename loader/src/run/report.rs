@@ -74,11 +74,7 @@ pub struct Report {
 }
 
 pub fn build(recorder: &Recorder, seconds: f64) -> Report {
-    let by_name = recorder
-        .by_name
-        .lock()
-        .map(|m| m.clone())
-        .unwrap_or_default();
+    let by_name = recorder.by_name();
     let mut rows: Vec<Row> = by_name.iter().map(|(n, s)| row(n, s, seconds)).collect();
     let all: Vec<Sample> = by_name.values().flatten().copied().collect();
     rows.push(row("all requests", &all, seconds));

@@ -100,8 +100,16 @@ pub enum Injection {
     AtOnce { users: u64 },
     /// Gatling's rampUsers: `users` start evenly over `over`.
     Ramp { users: u64, over: String },
-    /// Gatling's rampConcurrentUsers: the number of active users moves from `from` to `to`.
-    RampConcurrent { from: u64, to: u64, over: String },
+    /// Gatling's rampConcurrentUsers: the number of active users moves from `from` to
+    /// `to` over `over`, or over `over_per_user` x `to` (the course's 10 s x USERS).
+    RampConcurrent {
+        from: u64,
+        to: u64,
+        #[serde(default)]
+        over: Option<String>,
+        #[serde(default)]
+        over_per_user: Option<String>,
+    },
     /// Held steps of concurrent users: `[[users, "hold"], ...]`.
     Steps { steps: Vec<(u64, String)> },
     /// Open model: chains started at a constant rate, whatever the answers (latency is
