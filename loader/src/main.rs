@@ -2,6 +2,7 @@
 //! course data (or generated rows) and manages the DynamoDB tables of the gateway's
 //! `dynamodb://` engine.
 
+mod conn;
 mod data;
 mod run;
 mod sweep;

@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -169,20 +166,23 @@ async fn run_on_this_thread(
         uri.scheme_str() == Some("http"),
         "`{url}`: only http:// endpoints can be swept"
     );
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(concurrency)
-        .build(connector);
     let body = args.body.clone().map(Bytes::from);
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    // Connections open before the clock starts, a few at a time (hundreds of SYNs at
+    // once overflow the server's backlog and cost one-second retransmits).
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, uri, body, next) =
-                (client.clone(), uri.clone(), body.clone(), next.clone());
+            let (uri, body, next) = (uri.clone(), body.clone(), next.clone());
+            let (gate, barrier) = (gate.clone(), barrier.clone());
             let (total, close) = (args.requests, args.no_keep_alive);
             tokio::spawn(async move {
+                let mut connections = crate::conn::Connections::default();
+                if let Ok(_permit) = gate.acquire().await {
+                    let _ = connections.warm(&uri).await;
+                }
+                barrier.wait().await;
                 let mut latencies = Vec::new();
                 let mut failures = 0usize;
                 while next.fetch_add(1, Ordering::Relaxed) < total {
@@ -201,7 +201,7 @@ async fn run_on_this_thread(
                         continue;
                     };
                     let sent = Instant::now();
-                    match client.request(request).await {
+                    match connections.send(request).await {
                         Ok(response) => {
                             let ok = response.status().is_success();
                             let complete = response.into_body().collect().await.is_ok();
@@ -218,6 +218,8 @@ async fn run_on_this_thread(
             })
         })
         .collect();
+    barrier.wait().await;
+    let started = Instant::now();
     let mut latencies = Vec::with_capacity(args.requests);
     let mut failures = 0;
     for worker in workers {

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
 
 use super::scenario::{FeederMode, Injection, Scenario, fill};
+use crate::conn::Connections;
 
 /// Where requests go and how long a run may take.
 #[derive(Debug, Clone)]
@@ -100,6 +101,8 @@ struct Shared {
     stop: AtomicBool,
     active: AtomicI64,
     target: AtomicI64,
+    /// Per step: `host:port`, its Host header, and the base URL's path prefix.
+    targets: Vec<(String, http::HeaderValue, String)>,
 }
 
 fn read_feeder(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
@@ -161,12 +164,13 @@ impl Shared {
         let row = self.row().unwrap_or(&empty);
         let mut first = true;
         for (index, step) in self.scenario.requests.iter().enumerate() {
-            let base = step
-                .service
-                .as_ref()
-                .and_then(|s| self.plan.services.get(s))
-                .unwrap_or(&self.plan.base_url);
-            let url = format!("{}{}", base.trim_end_matches('/'), fill(&step.path, row));
+            let (authority, host, prefix) = &self.targets[index];
+            let path = format!("{prefix}{}", fill(&step.path, row));
+            let url = if connections.is_some() {
+                path
+            } else {
+                format!("http://{authority}{path}")
+            };
             let mut request = http::Request::builder()
                 .method(step.method.as_str())
                 .uri(&url);
@@ -186,7 +190,7 @@ impl Shared {
             let ok = match request.body(Full::new(body)) {
                 Ok(request) => {
                     let response = match connections.as_deref_mut() {
-                        Some(c) => c.send(request).await,
+                        Some(c) => c.send_path(authority, host, request).await,
                         None => self
                             .client
                             .request(request)
@@ -252,59 +256,6 @@ async fn user(shared: Arc<Shared>) {
     shared.active.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// One user's keep-alive connections, by host and port.
-#[derive(Default)]
-struct Connections {
-    open: BTreeMap<String, hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
-}
-
-impl Connections {
-    async fn send(
-        &mut self,
-        request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .ok_or("no host in the URL")?;
-        if self.open.get(&authority).is_none_or(|s| s.is_closed()) {
-            let stream = tokio::net::TcpStream::connect(&authority)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = stream.set_nodelay(true);
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            self.open.insert(authority.clone(), sender);
-        }
-        let sender = self.open.get_mut(&authority).ok_or("no connection")?;
-        sender.ready().await.map_err(|e| e.to_string())?;
-        // HTTP/1 over an already connected socket wants only the path in the request line.
-        let (mut parts, body) = request.into_parts();
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .map_err(|_| "bad path")?;
-        parts.headers.insert(
-            http::header::HOST,
-            http::HeaderValue::try_from(authority.as_str()).map_err(|_| "bad host")?,
-        );
-        let result = sender
-            .send_request(http::Request::from_parts(parts, body))
-            .await
-            .map_err(|e| e.to_string());
-        if result.is_err() {
-            self.open.remove(&authority);
-        }
-        result
-    }
-}
-
 /// Runs the scenario; returns what was recorded and how long it ran.
 pub async fn run(
     scenario: Scenario,
@@ -323,6 +274,30 @@ pub async fn run(
     let recorder = Arc::new(Recorder::new(
         scenario.requests.iter().map(|s| s.name.clone()).collect(),
     ));
+    let targets = scenario
+        .requests
+        .iter()
+        .map(|step| {
+            let base = step
+                .service
+                .as_ref()
+                .and_then(|s| plan.services.get(s))
+                .unwrap_or(&plan.base_url);
+            let uri: http::Uri = base
+                .parse()
+                .with_context(|| format!("`{base}` is not a URL"))?;
+            anyhow::ensure!(
+                uri.scheme_str() == Some("http"),
+                "`{base}`: only http:// URLs"
+            );
+            let authority = uri
+                .authority()
+                .map(|a| a.to_string())
+                .context("no host in the base URL")?;
+            let host = http::HeaderValue::try_from(authority.as_str())?;
+            Ok((authority, host, uri.path().trim_end_matches('/').to_owned()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let shared = Arc::new(Shared {
         scenario: scenario.clone(),
         plan: plan.clone(),
@@ -334,6 +309,7 @@ pub async fn run(
         stop: AtomicBool::new(false),
         active: AtomicI64::new(0),
         target: AtomicI64::new(0),
+        targets,
     });
     let scale = plan.time_scale;
     let progress = tokio::spawn(progress(shared.clone()));
