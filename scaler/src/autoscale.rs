@@ -89,13 +89,27 @@ impl AutoscaleConfig {
     }
 }
 
-/// Reads `process_cpu_seconds_total` of each replica and turns it into cores in use.
-#[derive(Debug, Default)]
+/// Reads `process_cpu_seconds_total` of each replica and turns it into a utilization:
+/// cores in use over the replica's `CPU_LIMIT` (one core without one).
+#[derive(Debug)]
 struct CpuMeter {
+    cores: f64,
     last: HashMap<String, (Instant, f64)>,
 }
 
 impl CpuMeter {
+    fn new(supervisor: &Supervisor) -> Self {
+        Self {
+            cores: supervisor
+                .spec
+                .env
+                .get("CPU_LIMIT")
+                .and_then(|v| kit::cpu_limit::parse_cores(v).ok())
+                .unwrap_or(1.0),
+            last: HashMap::new(),
+        }
+    }
+
     async fn sample(&mut self, supervisor: &Supervisor) -> f64 {
         let backends: Vec<_> = supervisor
             .balancer
@@ -113,7 +127,7 @@ impl CpuMeter {
             if let Some((then, before)) = self.last.insert(backend.id.clone(), (now, seconds)) {
                 let elapsed = now.duration_since(then).as_secs_f64();
                 if elapsed > 0.05 {
-                    shares.push(((seconds - before) / elapsed).max(0.0));
+                    shares.push(((seconds - before) / elapsed / self.cores).max(0.0));
                 }
             }
         }
@@ -153,7 +167,7 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let started = Instant::now();
-    let mut cpu = CpuMeter::default();
+    let mut cpu = CpuMeter::new(&supervisor);
     let name = supervisor.spec.name.clone();
     loop {
         let interval = Duration::from_secs_f64(policy.interval().max(0.5));
@@ -172,7 +186,8 @@ pub async fn run(
             time: started.elapsed().as_secs_f64(),
             ready,
             total: supervisor.desired.load(Ordering::SeqCst),
-            rps: window.requests_per_second,
+            // The offered load: a saturated service answers less than arrives.
+            rps: window.arrivals_per_second,
             concurrency: all.iter().map(|b| b.in_flight() as f64).sum(),
             p50_ms: window.p50_ms,
             p99_ms: window.p99_ms,

@@ -104,6 +104,7 @@ impl Balancer {
     /// Forwards one request, and counts it in the live window.
     pub async fn forward(&self, req: Request) -> Response {
         let started = std::time::Instant::now();
+        self.window.arrive();
         let response = self.forward_once(req).await;
         self.window
             .record(started.elapsed(), response.status().is_server_error());

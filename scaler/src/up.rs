@@ -47,6 +47,10 @@ pub struct FileConfig {
     /// `[autoscale.<service>]`: a policy that sets the replica count while it runs.
     #[serde(default)]
     pub autoscale: BTreeMap<String, crate::autoscale::AutoscaleConfig>,
+    /// `[cpu_limit]`: cores per replica of a service (its `CPU_LIMIT`), like a pod's
+    /// `resources.limits.cpu`; autoscaling reads CPU utilization against it.
+    #[serde(default)]
+    pub cpu_limit: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -129,6 +133,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .build()
             .map_err(|e| anyhow::anyhow!("{}: [autoscale.{name}]: {e}", args.config.display()))?;
     }
+    for (name, cores) in &file.cpu_limit {
+        anyhow::ensure!(
+            SERVICES.iter().any(|(s, _, _)| s == name),
+            "{}: [cpu_limit]: unknown service `{name}`",
+            args.config.display()
+        );
+        kit::cpu_limit::parse_cores(&cores.to_string())
+            .map_err(|e| anyhow::anyhow!("{}: [cpu_limit] {name}: {e}", args.config.display()))?;
+    }
     for name in file.replicas.keys() {
         anyhow::ensure!(
             SERVICES.iter().any(|(s, _, _)| s == name),
@@ -164,6 +177,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 format!("sqlite://{}", data_dir.join("datastore.db").display()),
             );
             env.insert("SVC_LOADER_TOKEN".into(), loader_token.clone());
+        }
+        if let Some(cores) = file.cpu_limit.get(*name) {
+            env.insert("CPU_LIMIT".into(), cores.to_string());
         }
         let spec = ServiceSpec {
             name: (*name).to_owned(),

@@ -15,6 +15,8 @@ const BUCKETS: usize = 112;
 struct Slot {
     second: AtomicU64,
     count: AtomicU64,
+    /// Requests that arrived in this second (answered or not yet).
+    arrivals: AtomicU64,
     errors: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
 }
@@ -24,6 +26,7 @@ impl Default for Slot {
         Self {
             second: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -38,7 +41,11 @@ pub struct Window {
 /// Figures over a few whole seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Summary {
+    /// Requests answered per second.
     pub requests_per_second: f64,
+    /// Requests that arrived per second: the offered load, which a saturated service's
+    /// answers understate.
+    pub arrivals_per_second: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
@@ -66,7 +73,24 @@ impl Window {
         self.record_at(now_secs(), latency, error);
     }
 
+    /// Counts a request as it arrives.
+    pub fn arrive(&self) {
+        self.slot(now_secs())
+            .arrivals
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record_at(&self, second: u64, latency: Duration, error: bool) {
+        let slot = self.slot(second);
+        slot.count.fetch_add(1, Ordering::Relaxed);
+        if error {
+            slot.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The slot of `second`, cleared if it last held an older second.
+    fn slot(&self, second: u64) -> &Slot {
         let slot = &self.slots[(second % SLOTS as u64) as usize];
         let seen = slot.second.load(Ordering::Acquire);
         if seen != second
@@ -76,16 +100,13 @@ impl Window {
                 .is_ok()
         {
             slot.count.store(0, Ordering::Relaxed);
+            slot.arrivals.store(0, Ordering::Relaxed);
             slot.errors.store(0, Ordering::Relaxed);
             for b in &slot.buckets {
                 b.store(0, Ordering::Relaxed);
             }
         }
-        slot.count.fetch_add(1, Ordering::Relaxed);
-        if error {
-            slot.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        slot.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+        slot
     }
 
     /// The `seconds` whole seconds before the current one.
@@ -97,10 +118,11 @@ impl Window {
         let seconds = seconds.clamp(1, SLOTS as u64 - 1);
         let wanted = (now - seconds)..now;
         let mut counts = [0u64; BUCKETS];
-        let (mut total, mut errors) = (0u64, 0u64);
+        let (mut total, mut arrivals, mut errors) = (0u64, 0u64, 0u64);
         for slot in &self.slots {
             if wanted.contains(&slot.second.load(Ordering::Acquire)) {
                 total += slot.count.load(Ordering::Relaxed);
+                arrivals += slot.arrivals.load(Ordering::Relaxed);
                 errors += slot.errors.load(Ordering::Relaxed);
                 for (c, b) in counts.iter_mut().zip(&slot.buckets) {
                     *c += b.load(Ordering::Relaxed);
@@ -134,6 +156,7 @@ impl Window {
         };
         Summary {
             requests_per_second: total as f64 / seconds as f64,
+            arrivals_per_second: arrivals as f64 / seconds as f64,
             p50_ms: quantile(0.5),
             p90_ms: quantile(0.9),
             p99_ms: quantile(0.99),
@@ -161,8 +184,15 @@ mod tests {
             }
         }
         w.record_at(105, Duration::from_secs(5), true); // the current second is not counted
+        for _ in 0..150 {
+            w.slot(104).arrivals.fetch_add(1, Ordering::Relaxed);
+        }
         let s = w.summary_at(105, 5);
         assert_eq!(s.requests_per_second, 100.0);
+        assert_eq!(
+            s.arrivals_per_second, 30.0,
+            "arrivals are counted on their own"
+        );
         assert!((1.9..2.5).contains(&s.p50_ms), "{s:?}");
         assert!((190.0..240.0).contains(&s.p99_ms), "{s:?}");
         assert!((s.error_rate - 0.02).abs() < 1e-9, "{s:?}");

@@ -94,23 +94,29 @@ impl Littles {
         let Some(&(t0, r0)) = self.history.iter().find(|(t, _)| now - t <= 10.0) else {
             return rps;
         };
-        if now - t0 < 2.0 {
+        let span = now - t0;
+        if span < 3.0 {
             return rps;
         }
-        // Only a steady climb (a ramp), not one jump: the last half rose too.
-        let Some(&(_, r_mid)) = self
-            .history
-            .iter()
-            .find(|(t, _)| now - t <= (now - t0) / 2.0)
-        else {
-            return rps;
+        // Only a steady climb (a ramp), not one jump: a ramp rises by similar amounts in
+        // each third of the window; a step rises within a second or two (one partly
+        // measured second in between) and stays, so at least one third is flat.
+        let at = |t: f64| {
+            self.history
+                .iter()
+                .find(|(s, _)| *s >= t)
+                .map_or(rps, |(_, r)| *r)
         };
-        let slope = (rps - r0) / (now - t0);
-        // A ramp rises in both halves of the window; a step rises once and stays.
-        let (first, second) = (r_mid - r0, rps - r_mid);
-        let ramp = first > 0.02 * r0
-            && second > 0.02 * r_mid
-            && first.max(second) <= 2.0 * first.min(second);
+        let points = [at(t0), at(t0 + span / 3.0), at(t0 + 2.0 * span / 3.0), rps];
+        let rises: Vec<f64> = points.windows(2).map(|w| w[1] - w[0]).collect();
+        let (least, most) = rises.iter().fold((f64::INFINITY, 0f64), |(lo, hi), r| {
+            (lo.min(*r), hi.max(*r))
+        });
+        let ramp = points
+            .windows(2)
+            .all(|w| w[1] - w[0] > 0.02 * w[0].max(1.0))
+            && most <= 3.0 * least;
+        let slope = (rps - r0) / span;
         if slope > 0.0 && ramp {
             rps + slope * self.config.lookahead_s
         } else {

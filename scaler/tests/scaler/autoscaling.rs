@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use scaler::actuator::{ProcessActuator, ServiceSpec};
 use scaler::events::Kind;
 use scaler::policy::Bounds;
+use scaler::policy::littles::{Littles, LittlesConfig};
 use scaler::policy::threshold::Threshold;
 use scaler::supervisor::Supervisor;
 
@@ -95,6 +96,193 @@ async fn a_busy_replica_brings_a_second_and_an_idle_pair_goes_back_to_one() {
     })
     .await;
 
+    let _ = stop_tx.send(true);
+    autoscaler.await.expect("autoscaler");
+    run.await.expect("supervisor");
+}
+
+/// The replica's own CPU seconds, from its `/metrics`.
+async fn cpu_seconds(http: &reqwest::Client, replica: &str) -> f64 {
+    let text = http
+        .get(format!("{replica}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("process_cpu_seconds_total")
+}
+
+/// (sent at, latency, status) of every request the open-model generator sent.
+type Samples = Arc<std::sync::Mutex<Vec<(Instant, Duration, u16)>>>;
+
+/// Sends `GET url` at `rate` requests per second (read every 10 ms; 0 pauses), each
+/// on its own task, whether or not earlier ones were answered (an open model).
+fn open_model(url: String, rate: Arc<std::sync::atomic::AtomicU64>, samples: Samples) {
+    let http = client();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut owed = 0.0;
+        loop {
+            tick.tick().await;
+            owed += rate.load(Ordering::Relaxed) as f64 / 100.0;
+            while owed >= 1.0 {
+                owed -= 1.0;
+                let (http, url, samples) = (http.clone(), url.clone(), samples.clone());
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let status = match http.get(&url).send().await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let _ = r.bytes().await;
+                            status
+                        }
+                        Err(_) => 0,
+                    };
+                    samples
+                        .lock()
+                        .expect("samples")
+                        .push((sent, sent.elapsed(), status));
+                });
+            }
+        }
+    });
+}
+
+/// ECE 422's experiment with our policy: fibonacci replicas limited to a quarter core
+/// each (CPU_LIMIT, like a pod's CPU limit) and a CPU-bound n with the cache off, a
+/// light load while the policy learns a replica's capacity, then a step to 2.2x that
+/// capacity (one replica saturates, two are not enough), held, then stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_step_that_needs_three_replicas_gets_them_within_5_s_and_one_after() {
+    const SLO_MS: f64 = 600.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (balancer, base) = balancer("fibonacci").await;
+    let spec = ServiceSpec {
+        name: "fib".into(),
+        program: binaries().join("fibonacci"),
+        env: [
+            ("RUST_LOG", "warn"),
+            ("CPU_LIMIT", "0.25"),
+            ("FIB_CACHE_BYTES", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        log_dir: dir.path().join("logs"),
+    };
+    let supervisor = Supervisor::new(spec, balancer.clone(), Arc::new(ProcessActuator), 1);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(supervisor.clone().run(stop_rx.clone()));
+    wait_until("one ready replica", Duration::from_secs(10), || {
+        balancer.pool.alive().len() == 1
+    })
+    .await;
+    let first = balancer.pool.alive()[0].url.clone();
+    let policy = Box::new(Littles::new(LittlesConfig {
+        slo_p99_ms: SLO_MS,
+        ..LittlesConfig::new(Bounds { min: 1, max: 6 })
+    }));
+    let autoscaler = tokio::spawn(scaler::autoscale::run(supervisor.clone(), policy, stop_rx));
+
+    // Warm-up: 20 req/s of n = 50000 (milliseconds of CPU each). The test measures the
+    // replica's capacity the same way the policy learns it: rate over utilization.
+    let http = client();
+    let rate = Arc::new(std::sync::atomic::AtomicU64::new(20));
+    let samples: Samples = Arc::default();
+    open_model(
+        format!("{base}/fibonacci?n=50000"),
+        rate.clone(),
+        samples.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (cpu0, t0) = (cpu_seconds(&http, &first).await, Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cores = (cpu_seconds(&http, &first).await - cpu0) / t0.elapsed().as_secs_f64();
+    let capacity = 20.0 / (cores / 0.25);
+    assert_eq!(
+        supervisor.desired.load(Ordering::SeqCst),
+        1,
+        "light load keeps 1"
+    );
+    let step = (2.2 * capacity).round() as u64;
+    println!("one replica: {capacity:.1} req/s at its quarter core; step to {step} req/s");
+
+    // The step.
+    rate.store(step, Ordering::Relaxed);
+    let stepped = Instant::now();
+    wait_until("three ready replicas", Duration::from_secs(5), || {
+        balancer.pool.alive().len() >= 3
+    })
+    .await;
+    let reached = stepped.elapsed();
+    println!(
+        "3 ready replicas {:.2} s after the step",
+        reached.as_secs_f64()
+    );
+
+    // Held for 30 s: never below 3.
+    let hold = Instant::now();
+    let mut most = 0;
+    while hold.elapsed() < Duration::from_secs(30) {
+        let desired = supervisor.desired.load(Ordering::SeqCst);
+        assert!(desired >= 3, "scaled down to {desired} while the load held");
+        most = most.max(desired);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held_from = hold + Duration::from_secs(15);
+    let (p99, count, failed) = {
+        let samples = samples.lock().expect("samples");
+        let mut late: Vec<Duration> = samples
+            .iter()
+            .filter(|(sent, _, _)| *sent >= held_from)
+            .map(|(_, latency, _)| *latency)
+            .collect();
+        late.sort();
+        let failed = samples.iter().filter(|(_, _, s)| *s != 200).count();
+        (late[late.len() * 99 / 100], late.len(), failed)
+    };
+    println!(
+        "held at {most} replicas; p99 of the last 15 s {:.0} ms over {count} requests (SLO {SLO_MS} ms)",
+        p99.as_secs_f64() * 1000.0
+    );
+    assert!(
+        p99.as_secs_f64() * 1000.0 < SLO_MS,
+        "p99 {p99:?} over the SLO"
+    );
+    assert!(most <= 4, "over-scaled to {most} for a load that needs 3");
+    assert_eq!(failed, 0, "every request answered 200");
+
+    // The load stops: back to the minimum, only downwards.
+    rate.store(0, Ordering::Relaxed);
+    let stopped = Instant::now();
+    let mut last = supervisor.desired.load(Ordering::SeqCst);
+    while last > 1 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "still {last} replicas 60 s after the load stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = supervisor.desired.load(Ordering::SeqCst);
+        assert!(now <= last, "scaled up from {last} to {now} with no load");
+        last = now;
+    }
+    println!(
+        "back to 1 replica {:.1} s after the load stopped",
+        stopped.elapsed().as_secs_f64()
+    );
+    let decisions: Vec<String> = balancer
+        .events
+        .recent()
+        .into_iter()
+        .filter(|e| e.kind == Kind::Scaled)
+        .map(|e| e.detail)
+        .collect();
+    println!("decisions: {decisions:#?}");
     let _ = stop_tx.send(true);
     autoscaler.await.expect("autoscaler");
     run.await.expect("supervisor");

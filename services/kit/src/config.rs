@@ -25,6 +25,11 @@ pub struct ServerArgs {
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Cores this replica may use (e.g. `0.5`), enforced in the process like a
+    /// container's CPU limit: over budget, new requests wait. Unset: no limit.
+    #[arg(long, env = "CPU_LIMIT", value_parser = crate::cpu_limit::parse_cores)]
+    pub cpu_limit: Option<f64>,
 }
 
 impl Default for ServerArgs {
@@ -34,6 +39,7 @@ impl Default for ServerArgs {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             log_format: "text".to_owned(),
+            cpu_limit: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod cpu_limit;
 pub mod datastore;
 pub mod docs;
 pub mod error;

@@ -34,6 +34,7 @@ pub struct Kit {
     readiness: Readiness,
     body_limit: usize,
     request_timeout: Duration,
+    cpu_limit: Option<f64>,
 }
 
 impl Kit {
@@ -46,6 +47,7 @@ impl Kit {
             readiness: Readiness::always(),
             body_limit: args.body_limit,
             request_timeout: args.request_timeout,
+            cpu_limit: args.cpu_limit,
         }
     }
 
@@ -68,7 +70,16 @@ impl Kit {
             readiness,
             body_limit,
             request_timeout,
+            cpu_limit,
         } = self;
+        // Only the service's own routes wait for CPU, not the probes or `/metrics`.
+        let app = match cpu_limit {
+            Some(cores) => app.layer(axum::middleware::from_fn_with_state(
+                crate::cpu_limit::CpuLimit::new(cores),
+                crate::cpu_limit::throttle,
+            )),
+            None => app,
+        };
         let probes = Router::new()
             .route("/health", get(health::health))
             .route(&format!("/api/v1/{alias}/health"), get(health::health))
