@@ -1,97 +1,410 @@
 //! Keep-alive HTTP/1 connections owned by one simulated client (as each of wrk's
-//! connections is): no pool shared between clients, no lock per request.
+//! connections is): no pool shared between clients, no lock, and no task per
+//! connection — the client's own task writes the request and reads the answer on its
+//! socket, so a request costs two system calls and no task switch. Answers are parsed
+//! with `httparse`; bodies (Content-Length or chunked) are read and dropped.
 
-use std::collections::BTreeMap;
+use bytes::{Buf as _, BytesMut};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
-use bytes::Bytes;
-use http_body_util::Full;
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
 
-/// One user's keep-alive connections, by host and port.
+struct Conn {
+    authority: String,
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// One user's keep-alive connections, by `host:port`.
 #[derive(Default)]
 pub struct Connections {
-    open: BTreeMap<String, hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    open: Vec<Conn>,
+    scratch: Vec<u8>,
+}
+
+/// Writes an HTTP/1.1 request into `out` (cleared first). Fails on a CR or LF in the
+/// path or a header, which would otherwise split the request.
+pub fn render<'a>(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    body: &[u8],
+) -> Result<(), String> {
+    let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n');
+    out.clear();
+    if !clean(method) || method.contains(' ') || !clean(path) || path.contains(' ') {
+        return Err("a space, CR or LF in the method or path".into());
+    }
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if !clean(name) || name.contains(':') || !clean(value) {
+            return Err(format!(
+                "header `{name}`: CR, LF or ':' where they cannot be"
+            ));
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// The parts of an answer the generator looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body_len: usize,
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+impl Conn {
+    async fn open(authority: &str) -> Result<Self, String> {
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("connect {authority}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            authority: authority.to_owned(),
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+        })
+    }
+
+    /// Reads more into the buffer; `false` at end of stream.
+    async fn fill(&mut self) -> Result<bool, String> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8 * 1024);
+        }
+        let n = self
+            .stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(n > 0)
+    }
+
+    /// Sends `request` and reads one whole answer. `Ok(None)`: the connection was closed
+    /// before any byte of an answer came (a keep-alive connection the server let go).
+    async fn exchange(
+        &mut self,
+        request: &[u8],
+        head_only: bool,
+    ) -> Result<Option<(Answer, bool)>, String> {
+        if self.stream.write_all(request).await.is_err() {
+            return Ok(None);
+        }
+        let (status, framing, close, head_len) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&self.buf) {
+                Ok(httparse::Status::Complete(head_len)) => {
+                    let status = response.code.unwrap_or(0);
+                    let mut framing = Framing::UntilClose;
+                    let mut close = response.version == Some(0);
+                    for h in response.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            let n = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok())
+                                .ok_or("bad content-length")?;
+                            framing = Framing::Length(n);
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+                            && h.value.eq_ignore_ascii_case(b"chunked")
+                        {
+                            framing = Framing::Chunked;
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            close = h.value.eq_ignore_ascii_case(b"close");
+                        }
+                    }
+                    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+                        framing = Framing::Length(0);
+                    }
+                    break (status, framing, close, head_len);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.buf.len() > MAX_HEAD {
+                        return Err("response head too large".into());
+                    }
+                    match self.fill().await {
+                        Ok(true) => {}
+                        // Closed or reset before any byte of an answer.
+                        _ if self.buf.is_empty() => return Ok(None),
+                        Ok(false) => return Err("connection closed inside a response head".into()),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(format!("bad response: {e}")),
+            }
+        };
+        self.buf.advance(head_len);
+        let body_len = match framing {
+            Framing::Length(n) => {
+                while self.buf.len() < n {
+                    if !self.fill().await? {
+                        return Err("connection closed inside a body".into());
+                    }
+                }
+                self.buf.advance(n);
+                n
+            }
+            Framing::Chunked => self.chunked().await?,
+            Framing::UntilClose => {
+                while self.fill().await? {}
+                let n = self.buf.len();
+                self.buf.clear();
+                return Ok(Some((
+                    Answer {
+                        status,
+                        body_len: n,
+                    },
+                    true,
+                )));
+            }
+        };
+        Ok(Some((Answer { status, body_len }, close)))
+    }
+
+    /// Reads a chunked body (and its trailers); returns its length.
+    async fn chunked(&mut self) -> Result<usize, String> {
+        let mut total = 0;
+        loop {
+            let line = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                if self.buf.len() > MAX_HEAD || !self.fill().await? {
+                    return Err("bad chunk size line".into());
+                }
+            };
+            let size_text = std::str::from_utf8(&self.buf[..line]).map_err(|_| "bad chunk")?;
+            let size_text = size_text.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+            self.buf.advance(line + 2);
+            if size == 0 {
+                // Trailers, if any, end with an empty line.
+                loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        self.buf.advance(i + 2);
+                        if i == 0 {
+                            return Ok(total);
+                        }
+                    } else if self.buf.len() > MAX_HEAD || !self.fill().await? {
+                        return Err("bad chunk trailer".into());
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill().await? {
+                    return Err("connection closed inside a chunk".into());
+                }
+            }
+            self.buf.advance(size + 2);
+            total += size;
+        }
+    }
 }
 
 impl Connections {
-    /// Opens the connection to `uri`'s host ahead of the first request.
-    pub async fn warm(&mut self, uri: &http::Uri) -> Result<(), String> {
-        let authority = uri
-            .authority()
-            .map(|a| a.to_string())
-            .ok_or("no host in the URL")?;
-        self.connect(&authority).await
-    }
-
-    async fn connect(&mut self, authority: &str) -> Result<(), String> {
-        if self.open.get(authority).is_none_or(|s| s.is_closed()) {
-            let stream = tokio::net::TcpStream::connect(authority)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = stream.set_nodelay(true);
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            self.open.insert(authority.to_owned(), sender);
+    /// Opens the connection to `authority` (`host:port`) ahead of the first request.
+    pub async fn warm(&mut self, authority: &str) -> Result<(), String> {
+        if !self.open.iter().any(|c| c.authority == authority) {
+            self.open.push(Conn::open(authority).await?);
         }
         Ok(())
     }
 
-    /// Sends a request whose URI is only the path, to `authority` (`host:port`).
-    pub async fn send_path(
+    /// Renders a request with `render_into` (see [`render`]) into this user's buffer and
+    /// sends it.
+    pub async fn send_rendered(
         &mut self,
         authority: &str,
-        host: &http::HeaderValue,
-        mut request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        self.connect(authority).await?;
-        let sender = self.open.get_mut(authority).ok_or("no connection")?;
-        sender.ready().await.map_err(|e| e.to_string())?;
-        request
-            .headers_mut()
-            .insert(http::header::HOST, host.clone());
-        let result = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string());
-        if result.is_err() {
-            self.open.remove(authority);
-        }
+        head_only: bool,
+        render_into: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<Answer, String> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = match render_into(&mut scratch) {
+            Ok(()) => self.send(authority, &scratch, head_only).await,
+            Err(e) => Err(e),
+        };
+        self.scratch = scratch;
         result
     }
 
+    /// Sends a rendered request (see [`render`]) to `authority` and reads the answer.
+    /// A kept-alive connection the server closed meanwhile is reopened and the request
+    /// sent again, once (nothing of it was answered).
     pub async fn send(
         &mut self,
-        request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .ok_or("no host in the URL")?;
-        self.connect(&authority).await?;
-        let sender = self.open.get_mut(&authority).ok_or("no connection")?;
-        sender.ready().await.map_err(|e| e.to_string())?;
-        // HTTP/1 over an already connected socket wants only the path in the request line.
-        let (mut parts, body) = request.into_parts();
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .map_err(|_| "bad path")?;
-        parts.headers.insert(
-            http::header::HOST,
-            http::HeaderValue::try_from(authority.as_str()).map_err(|_| "bad host")?,
-        );
-        let result = sender
-            .send_request(http::Request::from_parts(parts, body))
-            .await
-            .map_err(|e| e.to_string());
-        if result.is_err() {
-            self.open.remove(&authority);
+        authority: &str,
+        request: &[u8],
+        head_only: bool,
+    ) -> Result<Answer, String> {
+        for attempt in 0..2 {
+            let i = match self.open.iter().position(|c| c.authority == authority) {
+                Some(i) => i,
+                None => {
+                    self.open.push(Conn::open(authority).await?);
+                    self.open.len() - 1
+                }
+            };
+            match self.open[i].exchange(request, head_only).await {
+                Ok(Some((answer, close))) => {
+                    if close {
+                        self.open.swap_remove(i);
+                    }
+                    return Ok(answer);
+                }
+                Ok(None) => {
+                    self.open.swap_remove(i);
+                    if attempt == 1 {
+                        return Err("connection closed before an answer".into());
+                    }
+                }
+                Err(e) => {
+                    self.open.swap_remove(i);
+                    return Err(e);
+                }
+            }
         }
-        result
+        Err("connection closed before an answer".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers each request on a connection with the next canned bytes.
+    async fn canned(answers: Vec<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            for answer in answers {
+                let _ = socket.read(&mut buf).await;
+                socket.write_all(answer).await.expect("write");
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn lengths_chunks_and_keep_alive_are_read_exactly() {
+        let addr = canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n4\r\ndefg\r\n0\r\nx-trailer: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nconnection: close\r\n\r\n{}",
+        ])
+        .await;
+        let mut c = Connections::default();
+        let mut req = Vec::new();
+        render(&mut req, "GET", "/a", &addr, [("x-k", "v")], b"").expect("render");
+        let a = c.send(&addr, &req, false).await.expect("1");
+        assert_eq!(
+            a,
+            Answer {
+                status: 200,
+                body_len: 5
+            }
+        );
+        let a = c.send(&addr, &req, false).await.expect("2");
+        assert_eq!(
+            a,
+            Answer {
+                status: 201,
+                body_len: 7
+            }
+        );
+        let a = c.send(&addr, &req, false).await.expect("3");
+        assert_eq!(
+            a,
+            Answer {
+                status: 204,
+                body_len: 0
+            }
+        );
+        let a = c.send(&addr, &req, false).await.expect("4");
+        assert_eq!(
+            a,
+            Answer {
+                status: 404,
+                body_len: 2
+            }
+        );
+        assert!(c.open.is_empty(), "closed on `connection: close`");
+    }
+
+    #[test]
+    fn requests_are_rendered_and_splitting_is_refused() {
+        let mut out = Vec::new();
+        render(
+            &mut out,
+            "POST",
+            "/x?a=1",
+            "h:1",
+            [("authorization", "Bearer t")],
+            b"{}",
+        )
+        .expect("render");
+        assert_eq!(
+            String::from_utf8(out.clone()).expect("utf8"),
+            "POST /x?a=1 HTTP/1.1\r\nhost: h:1\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n{}"
+        );
+        assert!(render(&mut out, "GET", "/x", "h", [("a", "b\r\nevil: 1")], b"").is_err());
+        assert!(render(&mut out, "GET", "/x y", "h", [], b"").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_reopened_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            // First connection: closed without an answer; second: answered.
+            let (first, _) = listener.accept().await.expect("accept");
+            drop(first);
+            let (mut second, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let _ = second.read(&mut buf).await;
+            second
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .expect("write");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        });
+        let mut c = Connections::default();
+        c.warm(&addr).await.expect("warm");
+        let mut req = Vec::new();
+        render(&mut req, "GET", "/", &addr, [], b"").expect("render");
+        let a = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            c.send(&addr, &req, false),
+        )
+        .await
+        .expect("in time")
+        .expect("answered on a new connection");
+        assert_eq!(a.status, 200);
     }
 }

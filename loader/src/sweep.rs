@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
 use serde::Serialize;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -179,39 +178,40 @@ async fn run_on_this_thread(
             let (total, close) = (args.requests, args.no_keep_alive);
             tokio::spawn(async move {
                 let mut connections = crate::conn::Connections::default();
+                let authority = uri.authority().map_or("", |a| a.as_str());
+                let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                // One request, rendered once, sent N times.
+                let mut request = Vec::new();
+                let headers = [
+                    body.as_ref().map(|_| ("content-type", "application/json")),
+                    close.then_some(("connection", "close")),
+                ];
+                let method = if body.is_some() { "POST" } else { "GET" };
+                let rendered = crate::conn::render(
+                    &mut request,
+                    method,
+                    path,
+                    authority,
+                    headers.into_iter().flatten(),
+                    body.as_deref().unwrap_or_default(),
+                );
                 if let Ok(_permit) = gate.acquire().await {
-                    let _ = connections.warm(&uri).await;
+                    let _ = connections.warm(authority).await;
                 }
                 barrier.wait().await;
                 let mut latencies = Vec::new();
                 let mut failures = 0usize;
                 while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let mut request = http::Request::builder().uri(uri.clone());
-                    request = match &body {
-                        Some(_) => request
-                            .method("POST")
-                            .header("content-type", "application/json"),
-                        None => request.method("GET"),
-                    };
-                    if close {
-                        request = request.header("connection", "close");
-                    }
-                    let Ok(request) = request.body(Full::new(body.clone().unwrap_or_default()))
-                    else {
+                    if rendered.is_err() {
+                        failures += 1;
                         continue;
-                    };
+                    }
                     let sent = Instant::now();
-                    match connections.send(request).await {
-                        Ok(response) => {
-                            let ok = response.status().is_success();
-                            let complete = response.into_body().collect().await.is_ok();
-                            if ok && complete {
-                                latencies.push(sent.elapsed());
-                            } else {
-                                failures += 1;
-                            }
+                    match connections.send(authority, &request, false).await {
+                        Ok(answer) if (200..300).contains(&answer.status) => {
+                            latencies.push(sent.elapsed());
                         }
-                        Err(_) => failures += 1,
+                        _ => failures += 1,
                     }
                 }
                 (latencies, failures)

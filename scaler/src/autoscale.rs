@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::events::Kind;
 use crate::policy::hpa::{Hpa, HpaConfig};
 use crate::policy::kpa::{Kpa, KpaConfig};
 use crate::policy::littles::{Littles, LittlesConfig};
@@ -168,7 +167,6 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let mut cpu = CpuMeter::new(&supervisor);
-    let name = supervisor.spec.name.clone();
     loop {
         let interval = Duration::from_secs_f64(policy.interval().max(0.5));
         tokio::select! {
@@ -188,6 +186,7 @@ pub async fn run(
             total: supervisor.desired.load(Ordering::SeqCst),
             // The offered load: a saturated service answers less than arrives.
             rps: window.arrivals_per_second,
+            served_rps: window.requests_per_second,
             concurrency: all.iter().map(|b| b.in_flight() as f64).sum(),
             p50_ms: window.p50_ms,
             p99_ms: window.p99_ms,
@@ -198,12 +197,9 @@ pub async fn run(
         let decision = policy.decide(&observation);
         let current = supervisor.desired.load(Ordering::SeqCst);
         if decision.desired != current {
-            supervisor.set_desired(decision.desired);
-            supervisor.balancer.events.record(
-                &name,
-                "-",
-                Kind::Scaled,
-                format!("{}: {}", policy.name(), decision.reason),
+            supervisor.scale(
+                decision.desired,
+                Some(&format!("{}: {}", policy.name(), decision.reason)),
             );
         }
     }

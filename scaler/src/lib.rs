@@ -9,6 +9,7 @@ pub mod actuator;
 pub mod admin;
 pub mod autoscale;
 pub mod balancer;
+pub mod demo;
 pub mod events;
 pub mod ingress;
 pub mod policy;

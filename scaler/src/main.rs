@@ -33,6 +33,9 @@ enum Command {
         #[arg(long, default_value_t = 756)]
         seed: u64,
     },
+    /// The showcase: the platform, the course data, CMPT 756 scenarios 0-5 with the
+    /// loader, autoscaling, a killed replica, and a report (demo-report/index.html).
+    Demo(scaler::demo::DemoArgs),
     /// Set the replica count of a service of a running `scaler up`.
     Replicas {
         service: String,
@@ -116,6 +119,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => {
             let _telemetry = kit::telemetry::init("scaler", "text")?;
             scaler::up::run(args).await
+        }
+        Command::Demo(args) => {
+            // The demo prints its own account of events; logs only for problems.
+            let _telemetry = kit::telemetry::init_with("scaler", "text", "warn")?;
+            scaler::demo::run(args).await
         }
         Command::Simulate {
             trace,

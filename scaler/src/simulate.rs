@@ -194,6 +194,7 @@ pub fn run(model: &Model, trace: &Trace, mut policy: Box<dyn Policy>) -> Outcome
     let mut pending_rise: Option<f64> = None;
     let mut time_to_capacity = Vec::new();
     let mut acc = (0.0, 0.0, 0.0, 0.0, 0.0f64, 0usize); // rps, cpu, concurrency, mean, p99 max, samples
+    let mut served = 0.0;
     let mut series = Vec::new();
     let mut last_users = trace.users_at(0.0);
     while t < trace.duration_s {
@@ -230,6 +231,11 @@ pub fn run(model: &Model, trace: &Trace, mut policy: Box<dyn Policy>) -> Outcome
         window.push((lambda * model.dt, wait, rate));
         // In flight: the queue beyond capacity plus what is in service (Little's law).
         let in_flight = backlog + lambda.min(capacity) / rate;
+        served += if backlog > 0.0 {
+            capacity
+        } else {
+            lambda.min(capacity)
+        };
         acc = (
             acc.0 + lambda,
             acc.1 + cpu,
@@ -272,6 +278,7 @@ pub fn run(model: &Model, trace: &Trace, mut policy: Box<dyn Policy>) -> Outcome
                 ready,
                 total,
                 rps: acc.0 / n,
+                served_rps: served / n,
                 concurrency: acc.2 / n,
                 p50_ms: acc.3 / n * 1000.0 * 0.7,
                 p99_ms: acc.4 * 1000.0,
@@ -280,6 +287,7 @@ pub fn run(model: &Model, trace: &Trace, mut policy: Box<dyn Policy>) -> Outcome
                 error_rate: 0.0,
             };
             acc = (0.0, 0.0, 0.0, 0.0, 0.0, 0);
+            served = 0.0;
             let desired = policy.decide(&observation).desired;
             if desired != total {
                 let direction = if desired > total { 1 } else { -1 };

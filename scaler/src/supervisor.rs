@@ -81,14 +81,21 @@ impl Supervisor {
     }
 
     pub fn set_desired(&self, n: usize) {
+        self.scale(n, None);
+    }
+
+    /// Sets the replica count, recording a `scaled` event with `reason` when it changes.
+    pub fn scale(&self, n: usize, reason: Option<&str>) {
         let before = self.desired.swap(n, Ordering::SeqCst);
         if before != n {
-            self.balancer.events.record(
-                &self.spec.name,
-                "-",
-                Kind::Scaled,
-                format!("{before} -> {n} replicas"),
-            );
+            let mut detail = format!("{before} -> {n} replicas");
+            if let Some(reason) = reason {
+                detail.push_str(": ");
+                detail.push_str(reason);
+            }
+            self.balancer
+                .events
+                .record(&self.spec.name, "-", Kind::Scaled, detail);
         }
     }
 

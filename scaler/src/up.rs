@@ -106,23 +106,84 @@ fn bin_dir(args: &UpArgs) -> anyhow::Result<PathBuf> {
         .context("this binary has no folder")
 }
 
+/// The platform `start` left running: stop it with [`Running::stop`].
+pub struct Running {
+    pub platform: Platform,
+    /// Course rows loaded at start.
+    pub loaded: usize,
+    /// Where the SQLite file and the replica logs are.
+    pub data_dir: PathBuf,
+    pub started: Instant,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Drains and stops every replica, then the listeners.
+    pub async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// `scaler.toml` as given (none: the defaults).
+pub fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Err(_) => Ok(FileConfig::default()),
+    }
+}
+
 /// Runs the platform until SIGINT / SIGTERM, then drains and stops every replica.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let bins = bin_dir(&args)?;
+    let file = read_config(&args.config)?;
+    let running = start(&args, file).await?;
+    let host = args.host;
+    println!(
+        "scalelab is up in {:.1} s ({} course rows loaded; logs in {})",
+        running.started.elapsed().as_secs_f64(),
+        running.loaded,
+        running.data_dir.join("logs").display()
+    );
+    for (name, _, port) in SERVICES {
+        let replicas = running.platform.services[*name].balancer.pool.alive().len();
+        println!(
+            "  {name:<17} http://{host}:{port}  ({replicas} replica{})",
+            if replicas == 1 { "" } else { "s" }
+        );
+    }
+    println!(
+        "  ingress           http://{host}:{}  (/api/v1/user, /api/v1/music, /api/v1/playlist, /fibonacci, /status)",
+        args.ingress_port
+    );
+    println!("  admin, dashboard  http://{host}:{}/", args.admin_port);
+    println!(
+        "  auth: {} (JWT_SECRET generated for this run); Ctrl-C stops everything",
+        args.auth_mode
+    );
+    println!("ready");
+
+    kit::shutdown_signal().await;
+    println!("stopping: draining every replica");
+    running.stop().await;
+    println!("stopped");
+    Ok(())
+}
+
+/// Starts every service's replicas, balancers, the ingress and the admin API, waits
+/// until each service has a ready replica, and loads the course data.
+pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
+    let bins = bin_dir(args)?;
     for (_, binary, _) in SERVICES {
         let path = bins.join(binary);
         anyhow::ensure!(
             path.exists(),
-            "{} is missing: build the services first (`cargo build --release --workspace`) or pass --bin-dir",
+            "{} is missing: build the services first (`cargo build --release --workspace --bins`) or pass --bin-dir",
             path.display()
         );
     }
-    let file: FileConfig = match std::fs::read_to_string(&args.config) {
-        Ok(text) => {
-            toml::from_str(&text).with_context(|| format!("reading {}", args.config.display()))?
-        }
-        Err(_) => FileConfig::default(),
-    };
     for (name, autoscale) in &file.autoscale {
         anyhow::ensure!(
             SERVICES.iter().any(|(s, _, _)| s == name),
@@ -257,40 +318,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_state(platform.clone());
     tokio::spawn(serve(ingress, ingress_router, stop_rx.clone()));
 
-    wait_ready(&platform, Duration::from_secs(60)).await?;
-    let loaded = load_course_data(&args.data, &loader_token).await?;
-    let host = args.host;
-    println!(
-        "scalelab is up in {:.1} s ({loaded} course rows loaded; logs in {})",
-        started.elapsed().as_secs_f64(),
-        data_dir.join("logs").display()
-    );
-    for (name, _, port) in SERVICES {
-        let replicas = platform.services[*name].balancer.pool.alive().len();
-        println!(
-            "  {name:<17} http://{host}:{port}  ({replicas} replica{})",
-            if replicas == 1 { "" } else { "s" }
-        );
+    let running = Running {
+        platform,
+        loaded: 0,
+        data_dir,
+        started,
+        stop_tx,
+        tasks,
+    };
+    let ready = async {
+        wait_ready(&running.platform, Duration::from_secs(60)).await?;
+        load_course_data(&args.data, &loader_token).await
+    };
+    match ready.await {
+        Ok(loaded) => Ok(Running { loaded, ..running }),
+        Err(e) => {
+            running.stop().await;
+            Err(e)
+        }
     }
-    println!(
-        "  ingress           http://{host}:{}  (/api/v1/user, /api/v1/music, /api/v1/playlist, /fibonacci, /status)",
-        args.ingress_port
-    );
-    println!("  admin, dashboard  http://{host}:{}/", args.admin_port);
-    println!(
-        "  auth: {} (JWT_SECRET generated for this run); Ctrl-C stops everything",
-        args.auth_mode
-    );
-    println!("ready");
-
-    kit::shutdown_signal().await;
-    println!("stopping: draining every replica");
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    println!("stopped");
-    Ok(())
 }
 
 fn port_of(service: &str) -> u16 {

@@ -166,11 +166,45 @@ impl Shared {
         for (index, step) in self.scenario.requests.iter().enumerate() {
             let (authority, host, prefix) = &self.targets[index];
             let path = format!("{prefix}{}", fill(&step.path, row));
-            let url = if connections.is_some() {
-                path
-            } else {
-                format!("http://{authority}{path}")
-            };
+            if let Some(c) = connections.as_deref_mut() {
+                // Our own HTTP/1 on the user's own connection (see conn.rs).
+                let filled: Vec<(&str, String)> = step
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), fill(v, row)))
+                    .collect();
+                let body = step.body.as_ref().map(|b| fill(b, row)).unwrap_or_default();
+                let json = step
+                    .body
+                    .is_some()
+                    .then_some(("content-type", "application/json"));
+                let host = host.to_str().unwrap_or(authority);
+                let method = step.method.as_str();
+                let sent = if first { intended } else { Instant::now() };
+                first = false;
+                let answer = c
+                    .send_rendered(authority, method == "HEAD", |out| {
+                        crate::conn::render(
+                            out,
+                            method,
+                            &path,
+                            host,
+                            filled.iter().map(|(k, v)| (*k, v.as_str())).chain(json),
+                            body.as_bytes(),
+                        )
+                    })
+                    .await;
+                sink.push((
+                    index,
+                    Sample {
+                        at: self.elapsed(),
+                        latency_us: sent.elapsed().as_micros() as u64,
+                        ok: answer.is_ok_and(|a| a.status == step.expect),
+                    },
+                ));
+                continue;
+            }
+            let url = format!("http://{authority}{path}");
             let mut request = http::Request::builder()
                 .method(step.method.as_str())
                 .uri(&url);
@@ -189,14 +223,11 @@ impl Shared {
             first = false;
             let ok = match request.body(Full::new(body)) {
                 Ok(request) => {
-                    let response = match connections.as_deref_mut() {
-                        Some(c) => c.send_path(authority, host, request).await,
-                        None => self
-                            .client
-                            .request(request)
-                            .await
-                            .map_err(|e| e.to_string()),
-                    };
+                    let response = self
+                        .client
+                        .request(request)
+                        .await
+                        .map_err(|e| e.to_string());
                     match response {
                         Ok(response) => {
                             let status = response.status().as_u16();
@@ -247,7 +278,9 @@ async fn user(shared: Arc<Shared>) {
         if !shared.scenario.forever || shared.stop.load(Ordering::SeqCst) || too_many {
             break;
         }
-        shared.think(min, max).await;
+        if !max.is_zero() {
+            shared.think(min, max).await;
+        }
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }

@@ -71,18 +71,24 @@ impl Littles {
         self.capacity.unwrap_or(self.config.initial_capacity_rps)
     }
 
-    /// Learns from steady, unsaturated observations only: there per-replica rate over
-    /// utilization is the capacity. A saturated replica (or one draining a queue) says
-    /// little, and a changing load mixes two regimes in one average.
+    /// Learns from steady observations with a busy enough replica: there the answered
+    /// rate per replica over utilization is the capacity, saturated or not (a saturated
+    /// replica answers at its capacity). An idle one says little, and a changing load
+    /// mixes two regimes in one average.
     fn learn(&mut self, o: &Observation) {
+        let served = if o.served_rps > 0.0 {
+            o.served_rps
+        } else {
+            o.rps.min(if o.cpu >= 0.95 { 0.0 } else { f64::INFINITY })
+        };
         let steady = self
             .history
             .back()
             .is_some_and(|(_, previous)| (o.rps - previous).abs() <= 0.1 * previous.max(1.0));
-        if o.ready == 0 || !(0.3..=0.95).contains(&o.cpu) || !steady {
+        if o.ready == 0 || served <= 0.0 || !(0.3..=1.0).contains(&o.cpu) || !steady {
             return;
         }
-        let sample = (o.rps / o.ready as f64) / o.cpu;
+        let sample = (served / o.ready as f64) / o.cpu.max(1e-9);
         self.capacity = Some(match self.capacity {
             Some(c) => c * 0.8 + sample * 0.2,
             None => sample,
@@ -141,7 +147,7 @@ impl Policy for Littles {
         while self.history.front().is_some_and(|(t, _)| now - t > 10.0) {
             self.history.pop_front();
         }
-        if self.capacity.is_none() && o.p99_ms <= self.config.slo_p99_ms {
+        if self.capacity.is_none() && o.p99_ms <= self.config.slo_p99_ms && o.cpu < 0.9 {
             // Nothing measured yet and nothing wrong: keep, rather than act on a guess.
             return Decision {
                 desired: o.total,

@@ -16,8 +16,10 @@ pub struct Observation {
     pub ready: usize,
     /// Replicas asked for (ready + starting).
     pub total: usize,
-    /// Requests per second over the last evaluation period.
+    /// Requests per second that arrived over the last evaluation period (offered load).
     pub rps: f64,
+    /// Requests per second answered over the period: below `rps` when saturated.
+    pub served_rps: f64,
     /// Requests in flight, summed over replicas (averaged over the period).
     pub concurrency: f64,
     /// Response-time percentiles over the period, in milliseconds.

@@ -59,7 +59,17 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber for `service` (the default `service.name` unless
 /// `OTEL_SERVICE_NAME` says otherwise). `log_format` is `text` or `json`.
 pub fn init(service: &'static str, log_format: &str) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?;
+    init_with(service, log_format, "info")
+}
+
+/// [`init`] with another log filter than `info` when `RUST_LOG` is unset.
+pub fn init_with(
+    service: &'static str,
+    log_format: &str,
+    default_filter: &str,
+) -> anyhow::Result<TelemetryGuard> {
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default_filter))?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
