@@ -58,6 +58,9 @@ const MAX_COST: f64 = 0.1;
 pub struct CpuLimit {
     cores: f64,
     budget: Arc<Mutex<Budget>>,
+    /// Waiters queue here (first come, first served); only the first one polls the
+    /// budget, so hundreds of waiting requests do not spend the CPU they wait for.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An admitted request's reservation, given back when it finishes (or is dropped).
@@ -96,6 +99,7 @@ impl CpuLimit {
                 finished: 0,
                 cost_mark: (0, cpu),
             })),
+            turn: Arc::default(),
         }
     }
 
@@ -131,6 +135,10 @@ impl CpuLimit {
     /// Each admission sets the expected CPU of a request aside, so waiters woken together
     /// do not all pass on the same budget.
     pub async fn admit(&self) -> Ticket {
+        if let Ok(ticket) = self.try_admit() {
+            return ticket;
+        }
+        let _turn = self.turn.lock().await;
         loop {
             match self.try_admit() {
                 Ok(ticket) => return ticket,
@@ -210,6 +218,32 @@ mod tests {
         assert!(
             (0.15..0.35).contains(&used),
             "simultaneous: used {used:.3} cores"
+        );
+
+        // 2000 small requests at once: waiting must not eat the budget (no livelock).
+        let wall = Instant::now();
+        let tasks: Vec<_> = (0..2000)
+            .map(|_| {
+                let limit = limit.clone();
+                tokio::spawn(async move {
+                    let _ticket = limit.admit().await;
+                    burn(Duration::from_micros(100));
+                })
+            })
+            .collect();
+        let all = async {
+            for t in tasks {
+                t.await.expect("task");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("2000 small requests starved (waiting spent the budget)");
+        // 0.2 s of work at 0.25 cores: about 0.8 s.
+        let took = wall.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "2000 small requests took {took:?}"
         );
     }
 
