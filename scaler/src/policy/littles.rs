@@ -85,7 +85,14 @@ impl Littles {
             .history
             .back()
             .is_some_and(|(_, previous)| (o.rps - previous).abs() <= 0.1 * previous.max(1.0));
-        if o.ready == 0 || served <= 0.0 || !(0.3..=1.0).contains(&o.cpu) || !steady {
+        // A saturated replica answers at its capacity even on a step: with nothing learned
+        // yet that first measurement beats a guess.
+        let saturated_first = self.capacity.is_none() && o.cpu >= 0.9;
+        if o.ready == 0
+            || served <= 0.0
+            || !(0.3..=1.0).contains(&o.cpu)
+            || !(steady || saturated_first)
+        {
             return;
         }
         let sample = (served / o.ready as f64) / o.cpu.max(1e-9);
