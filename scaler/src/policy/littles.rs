@@ -85,13 +85,10 @@ impl Littles {
             .history
             .back()
             .is_some_and(|(_, previous)| (o.rps - previous).abs() <= 0.1 * previous.max(1.0));
-        // A saturated replica answers at its capacity even on a step: with nothing learned
-        // yet that first measurement beats a guess.
-        let saturated_first = self.capacity.is_none() && o.cpu >= 0.9;
-        if o.ready == 0
-            || served <= 0.0
-            || !(0.3..=1.0).contains(&o.cpu)
-            || !(steady || saturated_first)
+        // With nothing learned yet, one busy measurement (answers over utilization of
+        // the same period, even on a step) beats a guess.
+        let first = self.capacity.is_none();
+        if o.ready == 0 || served <= 0.0 || !(0.3..=1.0).contains(&o.cpu) || !(steady || first)
         {
             return;
         }
@@ -159,6 +156,22 @@ impl Policy for Littles {
             return Decision {
                 desired: o.total,
                 reason: "learning the capacity of a replica".to_owned(),
+            };
+        }
+        if self.capacity.is_none() {
+            // Something is wrong and nothing is measured (the replicas were idle before
+            // a step): double rather than jump on a guess, and measure again.
+            let desired = self.config.bounds.clamp(o.total * 2);
+            if desired > o.total {
+                self.last_up = now;
+            }
+            return Decision {
+                desired,
+                reason: format!(
+                    "p99 {:.0} ms, CPU {:.0}% and no capacity measured yet: doubling",
+                    o.p99_ms,
+                    o.cpu * 100.0
+                ),
             };
         }
         let capacity = self.capacity();
