@@ -88,8 +88,10 @@ impl Littles {
         // With nothing learned yet, one busy measurement (answers over utilization of
         // the same period, even on a step) beats a guess.
         let first = self.capacity.is_none();
-        if o.ready == 0 || served <= 0.0 || !(0.3..=1.0).contains(&o.cpu) || !(steady || first)
-        {
+        // A few requests a second say little: a replica's own background work (probes,
+        // scrapes) is then a large part of its CPU, and a small CPU limit magnifies it.
+        let enough = o.ready > 0 && served / o.ready as f64 >= 10.0;
+        if !enough || !(0.3..=1.0).contains(&o.cpu) || !(steady || first) {
             return;
         }
         let sample = (served / o.ready as f64) / o.cpu.max(1e-9);
@@ -252,6 +254,27 @@ mod tests {
         // The load triples: 300 req/s at 80% needs 4 replicas, at once.
         let d = p.decide(&at(1.0, 2, 300.0, 1.0));
         assert!(d.desired >= 4, "{d:?}");
+    }
+
+    #[test]
+    fn a_few_requests_on_background_cpu_teach_nothing() {
+        let mut p = Littles::new(LittlesConfig::new(Bounds { min: 1, max: 6 }));
+        for t in 0..5 {
+            let d = p.decide(&Observation {
+                time: f64::from(t),
+                ready: 1,
+                total: 1,
+                rps: 3.0,
+                served_rps: 3.0,
+                cpu: 0.4,
+                ..Observation::default()
+            });
+            assert_eq!(d.desired, 1, "{d:?}");
+        }
+        assert_eq!(
+            p.capacity, None,
+            "3 req/s at 40% of a small limit is background work"
+        );
     }
 
     #[test]
