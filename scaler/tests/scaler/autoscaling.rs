@@ -25,15 +25,28 @@ async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_replica_brings_a_second_and_an_idle_pair_goes_back_to_one() {
+/// One supervised fibonacci replica behind a balancer, ready.
+struct Fibonacci {
+    _dir: tempfile::TempDir,
+    balancer: Arc<scaler::balancer::Balancer>,
+    base: String,
+    supervisor: Arc<Supervisor>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+    run: tokio::task::JoinHandle<()>,
+    /// The first replica's own URL.
+    first: String,
+}
+
+async fn one_fibonacci(env: &[(&str, &str)]) -> Fibonacci {
     let dir = tempfile::tempdir().expect("temp dir");
     let (balancer, base) = balancer("fibonacci").await;
     let spec = ServiceSpec {
         name: "fib".into(),
         program: binaries().join("fibonacci"),
-        env: [("RUST_LOG".to_owned(), "warn".to_owned())]
-            .into_iter()
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         log_dir: dir.path().join("logs"),
     };
@@ -45,6 +58,30 @@ async fn a_busy_replica_brings_a_second_and_an_idle_pair_goes_back_to_one() {
     })
     .await;
     let first = balancer.pool.alive()[0].url.clone();
+    Fibonacci {
+        _dir: dir,
+        balancer,
+        base,
+        supervisor,
+        stop_tx,
+        stop_rx,
+        run,
+        first,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_replica_brings_a_second_and_an_idle_pair_goes_back_to_one() {
+    let Fibonacci {
+        _dir,
+        balancer,
+        base,
+        supervisor,
+        stop_tx,
+        stop_rx,
+        run,
+        first,
+    } = one_fibonacci(&[("RUST_LOG", "warn")]).await;
 
     // The CPU-load simulator burns about 72% of a core on the only replica.
     let http = client();
@@ -160,29 +197,21 @@ fn open_model(url: String, rate: Arc<std::sync::atomic::AtomicU64>, samples: Sam
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_step_that_needs_three_replicas_gets_them_within_5_s_and_one_after() {
     const SLO_MS: f64 = 600.0;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (balancer, base) = balancer("fibonacci").await;
-    let spec = ServiceSpec {
-        name: "fib".into(),
-        program: binaries().join("fibonacci"),
-        env: [
-            ("RUST_LOG", "warn"),
-            ("CPU_LIMIT", "0.25"),
-            ("FIB_CACHE_BYTES", "0"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect(),
-        log_dir: dir.path().join("logs"),
-    };
-    let supervisor = Supervisor::new(spec, balancer.clone(), Arc::new(ProcessActuator), 1);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let run = tokio::spawn(supervisor.clone().run(stop_rx.clone()));
-    wait_until("one ready replica", Duration::from_secs(10), || {
-        balancer.pool.alive().len() == 1
-    })
+    let Fibonacci {
+        _dir,
+        balancer,
+        base,
+        supervisor,
+        stop_tx,
+        stop_rx,
+        run,
+        first,
+    } = one_fibonacci(&[
+        ("RUST_LOG", "warn"),
+        ("CPU_LIMIT", "0.25"),
+        ("FIB_CACHE_BYTES", "0"),
+    ])
     .await;
-    let first = balancer.pool.alive()[0].url.clone();
     let policy = Box::new(Littles::new(LittlesConfig {
         slo_p99_ms: SLO_MS,
         ..LittlesConfig::new(Bounds { min: 1, max: 6 })
