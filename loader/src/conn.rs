@@ -8,6 +8,30 @@ use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+/// Makes room for `n` more open descriptors before a measurement starts: raises the
+/// soft limit on open files towards the hard one when it is lower, and grows the
+/// process's descriptor table now. Linux grows that table by doubling, and in a
+/// process with several threads each growth waits for an RCU grace period (about
+/// 10 ms here), a stall the client whose connect crossed 256, 512, 1024 ... open
+/// files would otherwise be charged with. Returns how many files may be open.
+pub fn make_room_for_descriptors(n: usize) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let wanted = n as u64 + 64;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let mut limit = soft;
+    if soft < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard).is_ok() {
+        limit = wanted.min(hard);
+    }
+    if let Ok(file) = std::fs::File::open("/dev/null") {
+        let count = (wanted.min(limit) as usize).saturating_sub(16);
+        let held: Vec<_> = (0..count).map_while(|_| file.try_clone().ok()).collect();
+        drop(held);
+    }
+    limit
+}
+
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -225,12 +249,34 @@ impl Conn {
 }
 
 impl Connections {
-    /// Opens the connection to `authority` (`host:port`) ahead of the first request.
-    pub async fn warm(&mut self, authority: &str) -> Result<(), String> {
-        if !self.open.iter().any(|c| c.authority == authority) {
-            self.open.push(Conn::open(authority).await?);
+    /// A client whose connection to `addr` (named `authority`) is being opened: the
+    /// connect is issued now, without waiting for it, as ApacheBench opens its
+    /// clients' connections in one pass; the first request waits for it to finish.
+    /// Must be called inside the runtime.
+    pub fn connecting(authority: &str, addr: std::net::SocketAddr) -> Result<Self, String> {
+        let fail = |e: std::io::Error| format!("connect {authority}: {e}");
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(fail)?;
+        socket.set_nonblocking(true).map_err(fail)?;
+        let _ = socket.set_tcp_nodelay(true);
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) => {}
+            Err(e) => return Err(fail(e)),
         }
-        Ok(())
+        let stream = TcpStream::from_std(socket.into()).map_err(fail)?;
+        Ok(Self {
+            open: vec![Conn {
+                authority: authority.to_owned(),
+                stream,
+                buf: BytesMut::new(),
+            }],
+            scratch: Vec::new(),
+        })
     }
 
     /// Renders a request with `render_into` (see [`render`]) into this user's buffer and
@@ -394,8 +440,8 @@ mod tests {
                 .expect("write");
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         });
-        let mut c = Connections::default();
-        c.warm(&addr).await.expect("warm");
+        let addr_parsed = addr.parse().expect("address");
+        let mut c = Connections::connecting(&addr, addr_parsed).expect("connect");
         let mut req = Vec::new();
         render(&mut req, "GET", "/", &addr, [], b"").expect("render");
         let a = tokio::time::timeout(
@@ -406,5 +452,28 @@ mod tests {
         .expect("in time")
         .expect("answered on a new connection");
         assert_eq!(a.status, 200);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_fails_the_request_and_the_next_one_tries_again() {
+        // A port that was free a moment ago: nothing listens there.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let authority = addr.to_string();
+        let mut c = Connections::connecting(&authority, addr).expect("issued");
+        let mut req = Vec::new();
+        render(&mut req, "GET", "/", &authority, [], b"").expect("render");
+        for _ in 0..2 {
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                c.send(&authority, &req, false),
+            )
+            .await
+            .expect("in time");
+            assert!(answer.is_err(), "{answer:?}");
+        }
     }
 }

@@ -87,6 +87,10 @@ pub struct Run {
     pub p98_ms: f64,
     pub max_ms: f64,
     pub requests_per_second: f64,
+    /// ApacheBench's "Time per request (mean)": concurrency x wall time / requests.
+    /// It equals the mean only while every client is busy; the ramp at the start and
+    /// the last clients finishing alone make it larger in short runs.
+    pub time_per_request_ms: f64,
 }
 
 impl Run {
@@ -137,12 +141,19 @@ pub fn summarize(
         p98_ms: pick(0.98),
         max_ms: latencies.last().map_or(0.0, |d| ms(*d)),
         requests_per_second: (n + failures) as f64 / wall.as_secs_f64().max(1e-9),
+        time_per_request_ms: concurrency as f64 * ms(wall) / (n + failures).max(1) as f64,
     }
 }
 
 /// One run on a single-threaded runtime of its own, as ApacheBench's one event loop:
 /// the generator takes at most one core and leaves the rest to what it measures.
 async fn run_once(url: &str, args: &SweepArgs, concurrency: usize) -> anyhow::Result<Run> {
+    let limit = crate::conn::make_room_for_descriptors(concurrency);
+    if limit < concurrency as u64 + 16 {
+        eprintln!(
+            "warning: at most {limit} open files (`ulimit -n`): some of {concurrency} clients will fail to connect"
+        );
+    }
     let (url, args) = (url.to_owned(), args.clone());
     tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -167,17 +178,27 @@ async fn run_on_this_thread(
     );
     let body = args.body.clone().map(Bytes::from);
     let next = Arc::new(AtomicUsize::new(0));
-    // Connections open before the clock starts, a few at a time (hundreds of SYNs at
-    // once overflow the server's backlog and cost one-second retransmits).
-    let gate = Arc::new(tokio::sync::Semaphore::new(64));
-    let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
+    let authority = uri.authority().map_or("", |a| a.as_str()).to_owned();
+    let addr = tokio::net::lookup_host(&authority)
+        .await
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} has no address"))?;
+    // As ApacheBench: the clients exist before the clock starts (ab allocates them
+    // before its clock); then every client's connect is issued in one pass, and a
+    // client's first request counts from its connect (so does every request with
+    // --no-keep-alive, which connects each time).
+    let share = args.requests / concurrency.max(1) + 1;
+    type Connected = (Instant, Result<crate::conn::Connections, String>);
+    let mut connects: Vec<tokio::sync::oneshot::Sender<Connected>> =
+        Vec::with_capacity(concurrency);
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (uri, body, next) = (uri.clone(), body.clone(), next.clone());
-            let (gate, barrier) = (gate.clone(), barrier.clone());
             let (total, close) = (args.requests, args.no_keep_alive);
+            let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+            connects.push(connected_tx);
             tokio::spawn(async move {
-                let mut connections = crate::conn::Connections::default();
                 let authority = uri.authority().map_or("", |a| a.as_str());
                 let path = uri.path_and_query().map_or("/", |p| p.as_str());
                 // One request, rendered once, sent N times.
@@ -195,18 +216,20 @@ async fn run_on_this_thread(
                     headers.into_iter().flatten(),
                     body.as_deref().unwrap_or_default(),
                 );
-                if let Ok(_permit) = gate.acquire().await {
-                    let _ = connections.warm(authority).await;
-                }
-                barrier.wait().await;
-                let mut latencies = Vec::new();
+                let mut latencies = Vec::with_capacity(share);
                 let mut failures = 0usize;
+                let Ok((connecting_since, connected)) = connected_rx.await else {
+                    return (latencies, failures);
+                };
+                // A client that could not connect tries again with its first request.
+                let mut connections = connected.unwrap_or_default();
+                let mut since = Some(connecting_since);
                 while next.fetch_add(1, Ordering::Relaxed) < total {
                     if rendered.is_err() {
                         failures += 1;
                         continue;
                     }
-                    let sent = Instant::now();
+                    let sent = since.take().unwrap_or_else(Instant::now);
                     match connections.send(authority, &request, false).await {
                         Ok(answer) if (200..300).contains(&answer.status) => {
                             latencies.push(sent.elapsed());
@@ -218,8 +241,13 @@ async fn run_on_this_thread(
             })
         })
         .collect();
-    barrier.wait().await;
+    // Every client task runs up to its wait before the clock starts.
+    tokio::task::yield_now().await;
     let started = Instant::now();
+    for connected_tx in connects {
+        let at = Instant::now();
+        let _ = connected_tx.send((at, crate::conn::Connections::connecting(&authority, addr)));
+    }
     let mut latencies = Vec::with_capacity(args.requests);
     let mut failures = 0;
     for worker in workers {

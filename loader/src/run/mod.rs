@@ -73,6 +73,20 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<bool> {
         time_scale: args.time_scale,
     };
     let name = scenario.name.clone();
+    // A connection per user and service (the stepped course scenarios reach 1500).
+    let services = 1 + scenario
+        .requests
+        .iter()
+        .filter_map(|r| r.service.as_ref())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let wanted = scenario.injection.peak_users() as usize * services;
+    let limit = crate::conn::make_room_for_descriptors(wanted);
+    if limit < wanted as u64 + 16 {
+        eprintln!(
+            "warning: at most {limit} open files (`ulimit -n`), below the {wanted} connections this scenario may open"
+        );
+    }
     let (recorder, seconds) = engine::run(scenario, &dir, plan).await?;
     let report = report::build(&recorder, seconds);
     println!("\n{name}: {seconds:.1} s");

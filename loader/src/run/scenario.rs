@@ -117,6 +117,19 @@ pub enum Injection {
     ConstantRate { per_second: f64, during: String },
 }
 
+impl Injection {
+    /// The most users active at once; for the open model, a guess (a second's
+    /// arrivals) since its concurrency follows the answers.
+    pub fn peak_users(&self) -> u64 {
+        match self {
+            Self::AtOnce { users } | Self::Ramp { users, .. } => *users,
+            Self::RampConcurrent { from, to, .. } => (*from).max(*to),
+            Self::Steps { steps } => steps.iter().map(|(users, _)| *users).max().unwrap_or(0),
+            Self::ConstantRate { per_second, .. } => per_second.ceil().clamp(0.0, 10_000.0) as u64,
+        }
+    }
+}
+
 impl Scenario {
     /// A name in `gatling/scenarios/` (with or without `.toml`), or a path.
     pub fn load(name: &str, dirs: &[PathBuf]) -> anyhow::Result<(Self, PathBuf)> {
