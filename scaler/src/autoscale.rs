@@ -2,12 +2,14 @@
 //! (request rate and latency from its balancer's window, requests in flight, ready and
 //! asked-for replicas, CPU per replica from their `/metrics`) goes to the policy, and
 //! its decision becomes the supervisor's replica count, recorded as a `scaled` event
-//! with the policy's reason.
+//! with the policy's reason. Ticks fall just after whole seconds of the wall clock,
+//! the boundaries of the balancer's window, so the CPU sampled at each tick covers the
+//! same seconds as the request counts it is compared with.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
@@ -159,6 +161,19 @@ async fn scrape_cpu(url: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// How long to sleep from `now` to `seconds` whole seconds of the wall clock after the
+/// current one, plus a few milliseconds: the balancer's window counts whole seconds,
+/// so a tick there finds the seconds it summarizes complete, and the CPU read at each
+/// tick spans the same seconds. (Sampled mid-second instead, a load step could fall in
+/// the CPU's span but only half in the window's, and read as a replica doing a third
+/// of the work it can.)
+fn until_next_tick(now: SystemTime, seconds: u64) -> Duration {
+    let into_second = now.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
+        Duration::from_nanos(u64::from(d.subsec_nanos()))
+    });
+    Duration::from_secs(seconds.max(1)) - into_second + Duration::from_millis(5)
+}
+
 /// Runs `policy` against `supervisor`'s service until `stop` changes.
 pub async fn run(
     supervisor: Arc<Supervisor>,
@@ -168,18 +183,15 @@ pub async fn run(
     let started = Instant::now();
     let mut cpu = CpuMeter::new(&supervisor);
     loop {
-        let interval = Duration::from_secs_f64(policy.interval().max(0.5));
+        let seconds = policy.interval().round().max(1.0) as u64;
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(until_next_tick(SystemTime::now(), seconds)) => {}
             _ = stop.changed() => return,
         }
         let pool = &supervisor.balancer.pool;
         let all = pool.all();
         let ready = all.iter().filter(|b| b.state() == State::Alive).count();
-        let window = supervisor
-            .balancer
-            .window
-            .summary(interval.as_secs().clamp(1, 10));
+        let window = supervisor.balancer.window.summary(seconds.clamp(1, 10));
         let observation = Observation {
             time: started.elapsed().as_secs_f64(),
             ready,
@@ -208,6 +220,17 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_fall_just_after_whole_seconds() {
+        let at = |s: f64| UNIX_EPOCH + Duration::from_secs_f64(s);
+        let next = |now: f64, seconds| now + until_next_tick(at(now), seconds).as_secs_f64();
+        assert!((next(1000.0, 1) - 1001.005).abs() < 1e-6);
+        assert!((next(1000.3, 1) - 1001.005).abs() < 1e-6);
+        assert!((next(1000.999, 1) - 1001.005).abs() < 1e-6);
+        // A tick that ran late by 40 ms still lands on the next boundary.
+        assert!((next(1001.045, 2) - 1003.005).abs() < 1e-6);
+    }
 
     #[test]
     fn configs_build_their_policy_or_say_what_is_wrong() {
