@@ -13,8 +13,17 @@ use tokio::net::TcpStream;
 /// process's descriptor table now. Linux grows that table by doubling, and in a
 /// process with several threads each growth waits for an RCU grace period (about
 /// 10 ms here), a stall the client whose connect crossed 256, 512, 1024 ... open
-/// files would otherwise be charged with. Returns how many files may be open.
-pub fn make_room_for_descriptors(n: usize) -> u64 {
+/// files would otherwise be charged with. Warns when the limit is below `n`, naming
+/// `what` needs them.
+pub fn make_room_for_descriptors(n: usize, what: &str) {
+    let limit = raise_descriptor_limit(n);
+    if limit < n as u64 + 16 {
+        eprintln!("warning: at most {limit} open files (`ulimit -n`), fewer than {what} need");
+    }
+}
+
+/// See [`make_room_for_descriptors`]; returns how many files may be open.
+fn raise_descriptor_limit(n: usize) -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let wanted = n as u64 + 64;
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
@@ -107,11 +116,15 @@ impl Conn {
             .await
             .map_err(|e| format!("connect {authority}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        Ok(Self {
+        Ok(Self::on(authority, stream))
+    }
+
+    fn on(authority: &str, stream: TcpStream) -> Self {
+        Self {
             authority: authority.to_owned(),
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
-        })
+        }
     }
 
     /// Reads more into the buffer; `false` at end of stream.
@@ -270,11 +283,7 @@ impl Connections {
         }
         let stream = TcpStream::from_std(socket.into()).map_err(fail)?;
         Ok(Self {
-            open: vec![Conn {
-                authority: authority.to_owned(),
-                stream,
-                buf: BytesMut::new(),
-            }],
+            open: vec![Conn::on(authority, stream)],
             scratch: Vec::new(),
         })
     }

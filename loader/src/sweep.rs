@@ -148,12 +148,10 @@ pub fn summarize(
 /// One run on a single-threaded runtime of its own, as ApacheBench's one event loop:
 /// the generator takes at most one core and leaves the rest to what it measures.
 async fn run_once(url: &str, args: &SweepArgs, concurrency: usize) -> anyhow::Result<Run> {
-    let limit = crate::conn::make_room_for_descriptors(concurrency);
-    if limit < concurrency as u64 + 16 {
-        eprintln!(
-            "warning: at most {limit} open files (`ulimit -n`): some of {concurrency} clients will fail to connect"
-        );
-    }
+    crate::conn::make_room_for_descriptors(
+        concurrency,
+        &format!("the connections of {concurrency} clients"),
+    );
     let (url, args) = (url.to_owned(), args.clone());
     tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -81,12 +81,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<bool> {
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     let wanted = scenario.injection.peak_users() as usize * services;
-    let limit = crate::conn::make_room_for_descriptors(wanted);
-    if limit < wanted as u64 + 16 {
-        eprintln!(
-            "warning: at most {limit} open files (`ulimit -n`), below the {wanted} connections this scenario may open"
-        );
-    }
+    crate::conn::make_room_for_descriptors(
+        wanted,
+        &format!("the {wanted} connections this scenario may open"),
+    );
     let (recorder, seconds) = engine::run(scenario, &dir, plan).await?;
     let report = report::build(&recorder, seconds);
     println!("\n{name}: {seconds:.1} s");
