@@ -109,12 +109,25 @@ async fn read_music_sim_with_50_users_for_20_s_writes_its_reports() {
         columns[3].parse().expect("ok"),
         columns[4].parse().expect("ko"),
     );
-    assert!(count >= 900, "50 users x 1 req/s x 20 s: {all}");
     assert_eq!((oks, kos), (count, 0), "every request answered 200: {all}");
     assert!(stderr.contains("users    50"), "live progress: {stderr}");
     let results: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("json"))
             .expect("json");
+    // Closed users: each sends one request, waits for it, pauses 1 s. How many fit in
+    // 20 s follows from the run's own mean latency, whatever this machine's speed.
+    let mean_s = results["requests"]
+        .as_array()
+        .and_then(|r| r.last())
+        .and_then(|all| all["mean_ms"].as_f64())
+        .expect("mean")
+        / 1000.0;
+    let expected = 50.0 * 20.0 / (1.0 + mean_s);
+    println!("{count} requests, {expected:.0} expected at a mean of {mean_s:.3} s");
+    assert!(
+        count as f64 >= 0.85 * expected,
+        "50 users x 20 s / (1 s + {mean_s:.3} s) is {expected:.0}: {all}"
+    );
     assert_eq!(results["scenario"], "ReadMusicSim");
     assert!(
         results["timeline"]
@@ -134,9 +147,11 @@ async fn read_music_sim_with_50_users_for_20_s_writes_its_reports() {
     );
 }
 
-/// Every 100th request holds a global lock for 200 ms (a stall, like a pause in GC):
+/// Every 200th request holds a global lock for 200 ms (a stall, like a pause in GC):
 /// everything queues behind it. An open-model run keeps sending and sees the queue;
-/// a closed-model run with one user sends nothing while it waits and hides it.
+/// a closed-model run with one user sends nothing while it waits and hides it (its
+/// stalls are 0.5% of its requests, beyond its p99, and the rest are fast whatever the
+/// machine's speed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_model_sees_stalls_the_closed_model_hides() {
     let counter = Arc::new(AtomicU64::new(0));
@@ -147,7 +162,7 @@ async fn the_open_model_sees_stalls_the_closed_model_hides() {
             let (counter, lock) = (counter.clone(), lock.clone());
             async move {
                 let guard = lock.lock().await;
-                if counter.fetch_add(1, Ordering::SeqCst) % 100 == 99 {
+                if counter.fetch_add(1, Ordering::SeqCst) % 200 == 199 {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 drop(guard);

@@ -30,7 +30,8 @@ async fn a_short_sweep_prints_the_table_the_sla_answer_and_writes_its_files() {
             ])
             .args([
                 "--sla",
-                "max=1.5s,mean=200ms,p98=300ms",
+                // Generous: this checks the answer's form, not this machine's speed.
+                "max=30s,mean=5s,p98=10s",
                 "--users",
                 "100",
                 "--out",

@@ -44,6 +44,19 @@ impl LittlesConfig {
             initial_capacity_rps: 50.0,
         }
     }
+
+    /// The utilization a replica serving `capacity` req/s at most is sized for: the one
+    /// at which an M/M/1 replica's p99 meets the SLO, less the margin.
+    pub fn utilization(&self, capacity: f64) -> f64 {
+        let allowed = 1.0 - (100f64).ln() / (capacity * self.slo_p99_ms / 1000.0);
+        (allowed - self.margin).clamp(0.3, 0.9)
+    }
+
+    /// The replicas (within the bounds) that serve `rps` at the sized utilization.
+    pub fn replicas_for(&self, rps: f64, capacity: f64) -> usize {
+        let needed = (rps / (capacity * self.utilization(capacity))).ceil() as usize;
+        self.bounds.clamp(needed.max(1))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -177,19 +190,13 @@ impl Policy for Littles {
             };
         }
         let capacity = self.capacity();
-        let allowed = 1.0 - (100f64).ln() / (capacity * self.config.slo_p99_ms / 1000.0);
-        let utilization = (allowed - self.config.margin).clamp(0.3, 0.9);
+        let utilization = self.config.utilization(capacity);
         // Requests queued beyond what the replicas hold in service (Little's law:
         // L = lambda x W) are drained within about a minute by extra capacity.
         let in_service = o.rps / capacity;
         let backlog_rps = (o.concurrency - in_service).max(0.0) / 60.0;
         let demand = self.projected_rps(now, o.rps) + backlog_rps;
-        let sized = |u: f64| {
-            self.config
-                .bounds
-                .clamp(((demand / (capacity * u)).ceil() as usize).max(1))
-        };
-        let needed = sized(utilization);
+        let needed = self.config.replicas_for(demand, capacity);
         let current = o.total;
         if needed > current {
             self.lower_since = None;
@@ -201,7 +208,11 @@ impl Policy for Littles {
                 ),
             };
         }
-        let needed = sized((utilization - self.config.down_margin).max(0.2));
+        let lower = (utilization - self.config.down_margin).max(0.2);
+        let needed = self
+            .config
+            .bounds
+            .clamp(((demand / (capacity * lower)).ceil() as usize).max(1));
         // Small surpluses stay (re-adding a replica later is a reversal); a real drop,
         // a quarter or more of the replicas, is released.
         if needed < current && needed * 4 <= current * 3 {

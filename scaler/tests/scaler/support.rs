@@ -9,6 +9,10 @@ use scaler::balancer::Balancer;
 use scaler::events::Events;
 use scaler::pool::{Pool, Strategy};
 
+/// Tests that run real replicas under load and measure CPU or recovery times hold this:
+/// one at a time, so none takes the cores another one measures.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Builds the service binaries once and returns their folder.
 pub fn binaries() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -10,6 +10,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use kit::cpu_limit::thread_cpu;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,10 +140,12 @@ fn burn(shared: &(Mutex<State>, Condvar)) {
             }
             state.duty
         };
+        // The busy part is CPU time, not wall time: on a shared machine the thread still
+        // burns its share of a core, as far as the period allows.
         let period_start = Instant::now();
-        let busy = PERIOD.mul_f64(duty);
+        let (cpu_start, busy) = (thread_cpu(), PERIOD.as_secs_f64() * duty);
         let mut x = 0u64;
-        while period_start.elapsed() < busy {
+        while thread_cpu() - cpu_start < busy && period_start.elapsed() < PERIOD {
             for i in 0..1000u64 {
                 x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
             }

@@ -80,8 +80,16 @@ impl Drop for Ticket {
 
 /// CPU seconds this process has used, all threads.
 fn process_cpu() -> f64 {
-    clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
-        .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+    cpu_seconds(ClockId::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU seconds the calling thread has used.
+pub fn thread_cpu() -> f64 {
+    cpu_seconds(ClockId::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn cpu_seconds(clock: ClockId) -> f64 {
+    clock_gettime(clock).map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }
 
 impl CpuLimit {

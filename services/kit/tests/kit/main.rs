@@ -239,11 +239,17 @@ async fn metrics_use_the_route_template_and_count_panics_and_timeouts() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_within_the_grace_period() {
+    // The handler says when it has the request, so shutdown starts with it in flight.
+    let (entered_tx, mut entered_rx) = tokio::sync::mpsc::channel::<()>(1);
     let app = Router::new().route(
         "/work",
-        get(|| async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            "done"
+        get(move || {
+            let entered = entered_tx.clone();
+            async move {
+                let _ = entered.send(()).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }
         }),
     );
     let args = ServerArgs {
@@ -270,7 +276,10 @@ async fn shutdown_lets_in_flight_requests_finish_within_the_grace_period() {
         .build()
         .expect("client");
     let in_flight = tokio::spawn(client.get(format!("{base}/work")).send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    entered_rx
+        .recv()
+        .await
+        .expect("the handler got the request");
     let _ = tx.send(());
     let response = in_flight
         .await
