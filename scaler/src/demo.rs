@@ -379,7 +379,7 @@ async fn drive(
         tokio::spawn(async move {
             tokio::time::sleep(at).await;
             let supervisor = music?;
-            let (id, pid) = supervisor.pids().into_iter().last()?;
+            let (id, pid) = supervisor.pids().into_iter().next_back()?;
             events.record(
                 "music",
                 &id,
@@ -567,15 +567,12 @@ const W: f64 = 900.0;
 const H: f64 = 190.0;
 const PAD: f64 = 44.0;
 
+/// One line of a chart: label, colour, (seconds, value) points.
+type Line<'a> = (String, &'a str, Vec<(f64, f64)>);
+
 /// One chart on the shared time axis `0..=span` seconds: lines of (label, colour,
 /// points), and the events as vertical markers.
-fn chart(
-    title: &str,
-    span: f64,
-    lines: &[(String, &str, Vec<(f64, f64)>)],
-    events: &[TimedEvent],
-    step: bool,
-) -> String {
+fn chart(title: &str, span: f64, lines: &[Line<'_>], events: &[TimedEvent], step: bool) -> String {
     let max_y = lines
         .iter()
         .flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y))
@@ -660,7 +657,7 @@ pub fn write_report(out: &Path, r: &DemoReport) -> anyhow::Result<()> {
         r.load.iter().map(|s| (s.second as f64, f(s))).collect()
     };
     let colors = ["#1d4ed8", "#b45309", "#15803d", "#7c3aed", "#be123c"];
-    let replicas: Vec<(String, &str, Vec<(f64, f64)>)> = SCALED
+    let replicas: Vec<Line<'_>> = SCALED
         .iter()
         .chain(&["database-gateway"])
         .zip(colors)
