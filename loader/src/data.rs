@@ -39,8 +39,17 @@ pub struct DataArgs {
     pub datastore_url: String,
 
     /// The gateway's SVC_LOADER_TOKEN.
-    #[arg(long, env = "SVC_LOADER_TOKEN", hide_env_values = true)]
-    pub loader_token: String,
+    #[arg(
+        long,
+        env = "SVC_LOADER_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "loader_token_file"
+    )]
+    pub loader_token: Option<String>,
+
+    /// A file holding it instead (a mounted secret).
+    #[arg(long, env = "SVC_LOADER_TOKEN_FILE", conflicts_with = "loader_token")]
+    pub loader_token_file: Option<std::path::PathBuf>,
 
     /// Writes in flight at once.
     #[arg(long, default_value_t = 32)]
@@ -275,10 +284,13 @@ pub async fn load(
         "{}/api/v1/datastore/load",
         args.datastore_url.trim_end_matches('/')
     );
+    let mut token = args.loader_token.clone();
+    kit::config::read_secret(&mut token, args.loader_token_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD
-            .encode(format!("svc-loader:{}", args.loader_token))
+            .encode(format!("svc-loader:{}", token.unwrap_or_default()))
     );
     let total = rows.len();
     let done = Arc::new(AtomicUsize::new(0));

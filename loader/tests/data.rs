@@ -13,9 +13,12 @@ async fn gateway(dir: &std::path::Path) -> String {
         listen: "127.0.0.1:0".parse().expect("addr"),
         database_url: DatabaseUrl::parse(&format!("sqlite://{}", dir.join("db.sqlite").display()))
             .expect("url"),
+        database_url_file: None,
         dynamodb_url: None,
         datastore_token: None,
         loader_token: Some(TOKEN.to_owned()),
+        datastore_token_file: None,
+        loader_token_file: None,
         server: kit::ServerArgs::default(),
     };
     let state = AppState::from_config(&config).await.expect("store");

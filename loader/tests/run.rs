@@ -27,9 +27,12 @@ async fn platform(dir: &std::path::Path) -> (String, String) {
             dir.join("db.sqlite").display()
         ))
         .expect("url"),
+        database_url_file: None,
         dynamodb_url: None,
         datastore_token: None,
         loader_token: Some(TOKEN.to_owned()),
+        datastore_token_file: None,
+        loader_token_file: None,
         server: kit::ServerArgs::default(),
     };
     let state = database_gateway::AppState::from_config(&config)
@@ -41,6 +44,8 @@ async fn platform(dir: &std::path::Path) -> (String, String) {
         datastore_token: None,
         auth_mode: kit::AuthMode::Presence,
         jwt_secret: None,
+        jwt_secret_file: None,
+        datastore_token_file: None,
         jwt_ttl: Duration::from_secs(3600),
     };
     let service = kit::app::ServiceState::new(&app, &kit::ServerArgs::default()).expect("state");

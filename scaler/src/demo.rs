@@ -280,6 +280,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         auth_mode: "jwt".into(),
         admin_port: 30010,
         ingress_port: 30080,
+        actuator: up::ActuatorKind::Process,
+        gateway: None,
     };
     let total = args.step * STEPS.len() as u32;
     println!(

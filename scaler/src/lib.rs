@@ -10,6 +10,7 @@ pub mod admin;
 pub mod autoscale;
 pub mod balancer;
 pub mod demo;
+pub mod docker;
 pub mod events;
 pub mod ingress;
 pub mod policy;

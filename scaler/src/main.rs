@@ -36,6 +36,23 @@ enum Command {
     /// The showcase: the platform, the course data, CMPT 756 scenarios 0-5 with the
     /// loader, autoscaling, a killed replica, and a report (demo-report/index.html).
     Demo(scaler::demo::DemoArgs),
+    /// Create the platform's secrets as files in DIR where they are missing (random,
+    /// 256 bits each: jwt-secret, datastore-token, loader-token, scaler-token); what a
+    /// deployment mounts and passes as `*_FILE`. Existing ones are kept.
+    Secrets {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Also postgres-password, and postgres-url for the gateway
+        /// (postgres://scalelab:<password>@postgres:5432/scalelab).
+        #[arg(long)]
+        postgres: bool,
+    },
+    /// Probe a running scaler's admin API (`GET /health_check`) and exit 0 when it
+    /// answers 200: the container health check (the image has no shell or curl).
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:30010")]
+        admin: std::net::SocketAddr,
+    },
     /// Set the replica count of a service of a running `scaler up`.
     Replicas {
         service: String,
@@ -132,6 +149,40 @@ async fn main() -> anyhow::Result<()> {
             out,
             seed,
         } => simulate(&trace, &policy, json, &out, seed),
+        Command::Secrets { dir, postgres } => {
+            let extra: &[&str] = if postgres {
+                &["postgres-password"]
+            } else {
+                &[]
+            };
+            for name in scaler::up::SECRETS.iter().chain(extra) {
+                let created = scaler::up::ensure_secret(&dir, name, None)?;
+                println!(
+                    "{}: {}",
+                    dir.join(name).display(),
+                    if created { "created" } else { "kept" }
+                );
+            }
+            if postgres {
+                let mut password = None;
+                kit::config::read_secret(&mut password, Some(&dir.join("postgres-password")))
+                    .map_err(anyhow::Error::msg)?;
+                let url = format!(
+                    "postgres://scalelab:{}@postgres:5432/scalelab",
+                    password.unwrap_or_default()
+                );
+                let created = scaler::up::ensure_secret(&dir, "postgres-url", Some(&url))?;
+                println!(
+                    "{}: {}",
+                    dir.join("postgres-url").display(),
+                    if created { "created" } else { "kept" }
+                );
+            }
+            Ok(())
+        }
+        Command::Healthcheck { admin } => {
+            std::process::exit(kit::health::probe(admin, "/health_check"))
+        }
         Command::Replicas {
             service,
             count,
@@ -141,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
             let mut request = client
                 .put(format!("{}/replicas", admin.trim_end_matches('/')))
                 .json(&serde_json::json!({"service": service, "replicas": count}));
-            if let Ok(token) = std::env::var("SCALER_TOKEN") {
+            if let Some(token) = scaler::up::scaler_token()? {
                 request = request.bearer_auth(token);
             }
             let response = client.send(request).await?;

@@ -51,6 +51,18 @@ pub struct FileConfig {
     /// `resources.limits.cpu`; autoscaling reads CPU utilization against it.
     #[serde(default)]
     pub cpu_limit: BTreeMap<String, f64>,
+    /// `[docker]`: how the Docker actuator runs replicas (with `--actuator docker`).
+    #[serde(default)]
+    pub docker: Option<crate::docker::DockerConfig>,
+}
+
+/// How replicas run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActuatorKind {
+    /// Local child processes of the binaries next to `scaler`.
+    Process,
+    /// Containers of the services' images, on the network `[docker]` names.
+    Docker,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -86,6 +98,66 @@ pub struct UpArgs {
     /// Ingress port.
     #[arg(long, default_value_t = 30080)]
     pub ingress_port: u16,
+
+    /// How replicas run: `process` (here) or `docker` (containers; `[docker]` in the
+    /// config says where).
+    #[arg(long, env = "SCALER_ACTUATOR", value_enum, default_value = "process")]
+    pub actuator: ActuatorKind,
+
+    /// A database gateway run elsewhere (e.g. `http://gateway:30002`): the scaler then
+    /// neither runs one nor loads the course data (the deployment's loader job does).
+    #[arg(long, env = "SCALER_GATEWAY")]
+    pub gateway: Option<String>,
+}
+
+/// The secrets a deployment generates once (`scaler secrets`) and mounts as files.
+pub const SECRETS: [&str; 4] = [
+    "jwt-secret",
+    "datastore-token",
+    "loader-token",
+    "scaler-token",
+];
+
+/// Writes `value` (default: a random secret) to `dir/name` unless the file exists.
+/// Returns whether it was created. The files are read-only and readable by every user
+/// of the containers that mount them (a database image reads its password as its own
+/// user): the volume is what keeps them private.
+pub fn ensure_secret(dir: &Path, name: &str, value: Option<&str>) -> anyhow::Result<bool> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&path)
+    {
+        Ok(mut file) => {
+            let value = value.map_or_else(random_hex, str::to_owned);
+            file.write_all(value.as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut existing = None;
+            kit::config::read_secret(&mut existing, Some(&path)).map_err(anyhow::Error::msg)?;
+            Ok(false)
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+/// The admin API's token: `SCALER_TOKEN`, or the file `SCALER_TOKEN_FILE` names.
+pub fn scaler_token() -> anyhow::Result<Option<String>> {
+    let mut token = std::env::var("SCALER_TOKEN").ok().filter(|t| !t.is_empty());
+    if token.is_none()
+        && let Some(file) = std::env::var_os("SCALER_TOKEN_FILE")
+    {
+        kit::config::read_secret(&mut token, Some(Path::new(&file))).map_err(anyhow::Error::msg)?;
+    }
+    Ok(token)
 }
 
 fn random_hex() -> String {
@@ -148,7 +220,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         running.data_dir.join("logs").display()
     );
     for (name, _, port) in SERVICES {
-        let replicas = running.platform.services[*name].balancer.pool.alive().len();
+        let Some(service) = running.platform.services.get(*name) else {
+            continue;
+        };
+        let replicas = service.balancer.pool.alive().len();
         println!(
             "  {name:<17} http://{host}:{port}  ({replicas} replica{})",
             if replicas == 1 { "" } else { "s" }
@@ -159,9 +234,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.ingress_port
     );
     println!("  admin, dashboard  http://{host}:{}/", args.admin_port);
+    if let Some(gateway) = &args.gateway {
+        println!("  database gateway  {gateway}  (run by the deployment)");
+    }
     println!(
-        "  auth: {} (JWT_SECRET generated for this run); Ctrl-C stops everything",
-        args.auth_mode
+        "  auth: {} ({}); Ctrl-C stops everything",
+        args.auth_mode,
+        match args.actuator {
+            ActuatorKind::Process => "JWT_SECRET generated for this run",
+            ActuatorKind::Docker => "secrets from the deployment's files",
+        }
     );
     println!("ready");
 
@@ -175,15 +257,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 /// Starts every service's replicas, balancers, the ingress and the admin API, waits
 /// until each service has a ready replica, and loads the course data.
 pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
+    // With a gateway run elsewhere, the scaler fronts the other services only.
+    let supervised: Vec<(&str, &str, u16)> = SERVICES
+        .iter()
+        .copied()
+        .filter(|(name, _, _)| args.gateway.is_none() || *name != "database-gateway")
+        .collect();
     let bins = bin_dir(args)?;
-    for (_, binary, _) in SERVICES {
-        let path = bins.join(binary);
-        anyhow::ensure!(
-            path.exists(),
-            "{} is missing: build the services first (`cargo build --release --workspace --bins`) or pass --bin-dir",
-            path.display()
-        );
-    }
+    let docker = match args.actuator {
+        ActuatorKind::Process => {
+            for (_, binary, _) in &supervised {
+                let path = bins.join(binary);
+                anyhow::ensure!(
+                    path.exists(),
+                    "{} is missing: build the services first (`cargo build --release --workspace --bins`) or pass --bin-dir",
+                    path.display()
+                );
+            }
+            None
+        }
+        ActuatorKind::Docker => Some(file.docker.clone().with_context(|| {
+            format!(
+                "--actuator docker needs a [docker] table in {} (network = ...)",
+                args.config.display()
+            )
+        })?),
+    };
     for (name, autoscale) in &file.autoscale {
         anyhow::ensure!(
             SERVICES.iter().any(|(s, _, _)| s == name),
@@ -216,22 +315,29 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
     let jwt_secret = random_hex();
     let loader_token = random_hex();
     let events = Arc::new(Events::default());
-    let actuator: Arc<dyn Actuator> = Arc::new(ProcessActuator);
+    let actuator: Arc<dyn Actuator> = match &docker {
+        None => Arc::new(ProcessActuator),
+        Some(config) => Arc::new(crate::docker::DockerActuator::connect(config.clone()).await?),
+    };
+    let datastore_url = args
+        .gateway
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", port_of("database-gateway")));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut services = BTreeMap::new();
     let mut tasks = Vec::new();
     let started = Instant::now();
 
-    for (name, binary, port) in SERVICES {
+    for (name, binary, port) in &supervised {
         let mut env = BTreeMap::from([
             ("RUST_LOG".to_owned(), "info".to_owned()),
-            (
-                "DATASTORE_URL".to_owned(),
-                format!("http://127.0.0.1:{}", port_of("database-gateway")),
-            ),
-            ("JWT_SECRET".to_owned(), jwt_secret.clone()),
+            ("DATASTORE_URL".to_owned(), datastore_url.clone()),
             ("AUTH_MODE".to_owned(), args.auth_mode.clone()),
         ]);
+        // Containers get their secrets as mounted files (`[docker] env`).
+        if docker.is_none() {
+            env.insert("JWT_SECRET".to_owned(), jwt_secret.clone());
+        }
         if *name == "database-gateway" {
             env.insert(
                 "DATABASE_URL".into(),
@@ -244,7 +350,10 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
         }
         let spec = ServiceSpec {
             name: (*name).to_owned(),
-            program: bins.join(binary),
+            program: match &docker {
+                None => bins.join(binary),
+                Some(config) => PathBuf::from(config.image(binary)),
+            },
             env,
             log_dir: data_dir.join("logs"),
         };
@@ -299,7 +408,7 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
     let platform = Platform {
         services: Arc::new(services),
         events,
-        token: std::env::var("SCALER_TOKEN").ok(),
+        token: scaler_token()?,
         monitor: Default::default(),
     };
     let admin = kit::bind(SocketAddr::new(args.host, args.admin_port))
@@ -328,6 +437,9 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
     };
     let ready = async {
         wait_ready(&running.platform, Duration::from_secs(60)).await?;
+        if args.gateway.is_some() {
+            return Ok(0);
+        }
         load_course_data(&args.data, &loader_token).await
     };
     match ready.await {

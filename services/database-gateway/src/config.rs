@@ -21,6 +21,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/datastore.db", value_parser = DatabaseUrl::parse)]
     pub database_url: DatabaseUrl,
 
+    /// A file holding the database URL instead (it carries a password: a mounted secret).
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
     /// Endpoint of a DynamoDB-compatible server (e.g. http://127.0.0.1:8000); unset
     /// means AWS itself, with the usual AWS environment (region, credentials, profiles).
     #[arg(long, env = "DYNAMODB_URL")]
@@ -33,6 +37,14 @@ pub struct Config {
     /// Token of the `/load` route (Basic auth, user `svc-loader`); unset disables `/load`.
     #[arg(long, env = "SVC_LOADER_TOKEN", hide_env_values = true)]
     pub loader_token: Option<String>,
+
+    /// A file holding the bearer token instead (a mounted secret).
+    #[arg(long, env = "DATASTORE_TOKEN_FILE", conflicts_with = "datastore_token")]
+    pub datastore_token_file: Option<PathBuf>,
+
+    /// A file holding the `/load` token instead.
+    #[arg(long, env = "SVC_LOADER_TOKEN_FILE", conflicts_with = "loader_token")]
+    pub loader_token_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub server: ServerArgs,

@@ -37,10 +37,25 @@ pub struct AppState {
 impl AppState {
     /// Opens the store `config` names and gathers the credentials.
     pub async fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let (mut datastore_token, mut loader_token) =
+            (config.datastore_token.clone(), config.loader_token.clone());
+        kit::config::read_secret(&mut datastore_token, config.datastore_token_file.as_deref())
+            .map_err(anyhow::Error::msg)?;
+        kit::config::read_secret(&mut loader_token, config.loader_token_file.as_deref())
+            .map_err(anyhow::Error::msg)?;
+        let database_url = match &config.database_url_file {
+            None => config.database_url.clone(),
+            Some(file) => {
+                let mut text = None;
+                kit::config::read_secret(&mut text, Some(file)).map_err(anyhow::Error::msg)?;
+                DatabaseUrl::parse(text.as_deref().unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("the database URL in {}: {e}", file.display()))?
+            }
+        };
         Ok(Self {
-            store: store::open(&config.database_url, config.dynamodb_url.as_deref()).await?,
-            datastore_token: config.datastore_token.clone().filter(|t| !t.is_empty()),
-            loader_token: config.loader_token.clone().filter(|t| !t.is_empty()),
+            store: store::open(&database_url, config.dynamodb_url.as_deref()).await?,
+            datastore_token: datastore_token.filter(|t| !t.is_empty()),
+            loader_token: loader_token.filter(|t| !t.is_empty()),
             server: config.server.clone(),
         })
     }

@@ -7,6 +7,7 @@ use database_gateway::{AppState, Config, SERVICE};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    config.server.healthcheck_and_exit(config.listen);
     let _telemetry = kit::telemetry::init(SERVICE, &config.server.log_format)?;
     tracing::info!(database = ?config.database_url, "starting");
     let state = AppState::from_config(&config)

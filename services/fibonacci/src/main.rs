@@ -7,6 +7,7 @@ use fibonacci::{AppState, Config, SERVICE};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    config.server.healthcheck_and_exit(config.listen);
     let _telemetry = kit::telemetry::init(SERVICE, &config.server.log_format)?;
     let state = AppState::new(&config);
     let listener = kit::bind(config.listen)

@@ -56,13 +56,15 @@ pub async fn main(
     server: &ServerArgs,
     router: impl FnOnce(ServiceState) -> Router,
 ) -> anyhow::Result<()> {
+    server.healthcheck_and_exit(listen);
+    let mut app = app.clone();
     if let Err(message) = app.validate() {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
     let _telemetry = crate::telemetry::init(service, &server.log_format)?;
     tracing::info!(datastore = %app.datastore_url, auth = ?app.auth_mode, "starting");
-    let state = ServiceState::new(app, server)?;
+    let state = ServiceState::new(&app, server)?;
     let listener = crate::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

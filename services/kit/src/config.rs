@@ -5,6 +5,7 @@
 //! clap error and exit code 2.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Flags shared by every HTTP service.
@@ -30,6 +31,21 @@ pub struct ServerArgs {
     /// container's CPU limit: over budget, new requests wait. Unset: no limit.
     #[arg(long, env = "CPU_LIMIT", value_parser = crate::cpu_limit::parse_cores)]
     pub cpu_limit: Option<f64>,
+
+    /// Probe the instance that listens on the same address (`GET /health`) and exit:
+    /// 0 when it answers 200, 1 otherwise. For container health checks (the images
+    /// have no shell or curl).
+    #[arg(long)]
+    pub healthcheck: bool,
+}
+
+impl ServerArgs {
+    /// With `--healthcheck`: probes `listen` and exits with the answer. Otherwise returns.
+    pub fn healthcheck_and_exit(&self, listen: SocketAddr) {
+        if self.healthcheck {
+            std::process::exit(crate::health::probe(listen, "/health"));
+        }
+    }
 }
 
 impl Default for ServerArgs {
@@ -40,6 +56,7 @@ impl Default for ServerArgs {
             shutdown_grace: Duration::from_secs(10),
             log_format: "text".to_owned(),
             cpu_limit: None,
+            healthcheck: false,
         }
     }
 }
@@ -65,14 +82,29 @@ pub struct AppArgs {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// A file holding the JWT secret instead (a mounted secret).
+    #[arg(long, env = "JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// A file holding the gateway's token instead.
+    #[arg(long, env = "DATASTORE_TOKEN_FILE", conflicts_with = "datastore_token")]
+    pub datastore_token_file: Option<PathBuf>,
+
     /// Lifetime of issued tokens (e.g. `1h`, `30m`).
     #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = parse_duration)]
     pub jwt_ttl: Duration,
 }
 
 impl AppArgs {
-    /// Checks what clap cannot: a JWT secret in `jwt` mode. The error is one line.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Reads the secrets given as files (`JWT_SECRET_FILE`, `DATASTORE_TOKEN_FILE`) into
+    /// their values, then checks what clap cannot: a JWT secret in `jwt` mode. The
+    /// error is one line.
+    pub fn validate(&mut self) -> Result<(), String> {
+        read_secret(&mut self.jwt_secret, self.jwt_secret_file.as_deref())?;
+        read_secret(
+            &mut self.datastore_token,
+            self.datastore_token_file.as_deref(),
+        )?;
         if self.auth_mode == crate::auth::AuthMode::Jwt
             && self.jwt_secret.as_deref().is_none_or(str::is_empty)
         {
@@ -94,6 +126,23 @@ impl AppArgs {
         );
         Ok((datastore, auth))
     }
+}
+
+/// Fills `value` from `file` when one is given (a secret mounted as a file, as container
+/// platforms do; a trailing newline is not part of it). An empty or unreadable file is
+/// an error, not "no secret".
+pub fn read_secret(value: &mut Option<String>, file: Option<&Path>) -> Result<(), String> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("reading the secret file {}: {e}", file.display()))?;
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err(format!("the secret file {} is empty", file.display()));
+    }
+    *value = Some(secret.to_owned());
+    Ok(())
 }
 
 /// Parses a duration written as a number and a unit: `250ms`, `2s`, `1.5s`, `5m`, `1h`.

@@ -106,9 +106,12 @@ impl TestApp {
         let config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             database_url: DatabaseUrl::parse(&db.url).expect("test url"),
+            database_url_file: None,
             dynamodb_url: dynamodb_url(),
             datastore_token: options.datastore_token,
             loader_token: options.loader_token,
+            datastore_token_file: None,
+            loader_token_file: None,
             server: ServerArgs::default(),
         };
         let state = AppState::from_config(&config).await.expect("open store");

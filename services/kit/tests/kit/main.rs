@@ -420,3 +420,40 @@ async fn the_kit_client_carries_the_incoming_trace_to_the_next_service() {
         "B's parent is A's server span, not A's caller"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_probes_the_instance_on_its_listen_address() {
+    let router = Kit::new("kit-test", "kit", &args()).into_router(Router::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(kit::serve(
+        listener,
+        router,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    // The probe is blocking (it runs in its own process in a container).
+    let up = tokio::task::spawn_blocking(move || kit::health::probe(addr, "/health"))
+        .await
+        .expect("probe");
+    assert_eq!(up, 0, "a serving instance is healthy");
+    let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], addr.port()));
+    let via_unspecified =
+        tokio::task::spawn_blocking(move || kit::health::probe(unspecified, "/health"))
+            .await
+            .expect("probe");
+    assert_eq!(via_unspecified, 0, "0.0.0.0 is probed on loopback");
+    let missing = tokio::task::spawn_blocking(move || kit::health::probe(addr, "/no-such-path"))
+        .await
+        .expect("probe");
+    assert_eq!(missing, 1, "a 404 is unhealthy");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let down = tokio::task::spawn_blocking(move || kit::health::probe(closed, "/health"))
+        .await
+        .expect("probe");
+    assert_eq!(down, 1, "nothing listening is unhealthy");
+}
