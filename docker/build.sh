@@ -47,11 +47,12 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 chown -R 65532:65532 "$root/home/nonroot"
-tar -C "$root" --numeric-owner -c . | docker import -q - "$base" >/dev/null
+tar -C "$root" --numeric-owner -c . | docker import - "$base" >/dev/null
 echo "docker/build.sh: base $base ($(du -sh "$root" | cut -f1) of libraries and certificates)"
 
 sed -e '/^FROM .* AS build$/,/^$/d' -e 's|--from=build /out/|bin/|' docker/Dockerfile >"$work/context/Dockerfile"
 for b in "${binaries[@]}"; do
-  docker build -q --build-arg "RUNTIME_BASE=$base" --target "$b" -t "scalelab/$b:$version" "$work/context" >/dev/null
+  docker build -q --build-arg "RUNTIME_BASE=$base" --target "$b" -t "scalelab/$b:$version" "$work/context" \
+    >/dev/null 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
 done
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^scalelab(-local)?/" | sort
