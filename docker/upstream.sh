@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Stand-ins for the upstream images the Compose profiles name, made here from Debian's
+# packages and PyPI, for machines that cannot pull (CI). Users keep the official images
+# (compose/.env); this only adds images under scalelab-local/, never an official name:
+#
+#   scalelab-local/postgres:15   Debian's postgresql-15 behind an entrypoint that keeps
+#                                the official image's contract (POSTGRES_USER, POSTGRES_DB,
+#                                POSTGRES_PASSWORD[_FILE], PGDATA, pg_isready)
+#   scalelab-local/dynamodb:moto moto's DynamoDB-compatible server on port 8000
+#
+#   bash docker/upstream.sh          # builds what is missing (debootstrap, as root)
+#   POSTGRES_IMAGE=scalelab-local/postgres:15 DYNAMODB_IMAGE=scalelab-local/dynamodb:moto docker compose ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+postgres=scalelab-local/postgres:15
+dynamodb=scalelab-local/dynamodb:moto
+base=scalelab-local/debian:bookworm
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+if have "$postgres" && have "$dynamodb"; then
+  echo "docker/upstream.sh: $postgres and $dynamodb exist"
+  exit 0
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if ! have "$base"; then
+  command -v debootstrap >/dev/null || {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
+  }
+  mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  echo "docker/upstream.sh: debootstrap bookworm (postgresql-15, python3) from $mirror"
+  started=$(date +%s)
+  debootstrap --variant=minbase --include=postgresql-15,python3,python3-venv \
+    bookworm "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
+  # moto in its own virtual environment: the host's pip fetches the wheels from PyPI
+  # (with the host's configuration), the image's installs them offline. Both are
+  # CPython 3.11 on glibc 2.36 (bookworm).
+  pip download -q --disable-pip-version-check -d "$work/root/tmp/wheels" 'moto[server]'
+  chroot "$work/root" python3 -m venv /opt/moto
+  chroot "$work/root" /opt/moto/bin/pip install -q --disable-pip-version-check \
+    --no-index --find-links /tmp/wheels 'moto[server]'
+  rm -rf "$work/root/tmp/wheels"
+  chroot "$work/root" apt-get clean
+  rm -rf "$work/root/var/lib/apt/lists/"* "$work/root/var/cache/apt/"*.bin
+  tar -C "$work/root" --numeric-owner -c . | docker import - "$base" >/dev/null
+  echo "docker/upstream.sh: $base in $(($(date +%s) - started)) s"
+fi
+
+mkdir -p "$work/postgres" "$work/dynamodb"
+cat >"$work/postgres/entrypoint.sh" <<'SH'
+#!/bin/bash
+# The official postgres image's contract, on Debian's postgresql-15.
+set -euo pipefail
+export PGDATA=${PGDATA:-/var/lib/postgresql/data}
+user=${POSTGRES_USER:-postgres}
+db=${POSTGRES_DB:-$user}
+password=${POSTGRES_PASSWORD:-}
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then password=$(<"$POSTGRES_PASSWORD_FILE"); fi
+[ -n "$password" ] || { echo "POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE is required" >&2; exit 1; }
+bin=/usr/lib/postgresql/15/bin
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+mkdir -p "$PGDATA" /run/postgresql
+chown postgres:postgres "$PGDATA" /run/postgresql
+chmod 700 "$PGDATA"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  pwfile=$(mktemp)
+  printf '%s' "$password" >"$pwfile"
+  chown postgres "$pwfile"
+  as_postgres "$bin/initdb" -D "$PGDATA" -U "$user" --pwfile="$pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  rm -f "$pwfile"
+  echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  if [ "$db" != postgres ]; then
+    echo "CREATE DATABASE \"$db\";" | as_postgres "$bin/postgres" --single -D "$PGDATA" postgres >/dev/null
+  fi
+fi
+exec setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" -D "$PGDATA" -c listen_addresses='*'
+SH
+cat >"$work/postgres/Dockerfile" <<EOF
+FROM $base
+COPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+RUN chmod 755 /usr/local/bin/docker-entrypoint.sh
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+EXPOSE 5432
+STOPSIGNAL SIGINT
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
+EOF
+cat >"$work/dynamodb/Dockerfile" <<EOF
+FROM $base
+USER nobody
+EXPOSE 8000
+ENTRYPOINT ["/opt/moto/bin/moto_server", "-H", "0.0.0.0", "-p", "8000"]
+EOF
+docker build -q -t "$postgres" "$work/postgres" >/dev/null 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
+docker build -q -t "$dynamodb" "$work/dynamodb" >/dev/null 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
+docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep '^scalelab-local/' | sort
