@@ -1,12 +1,13 @@
-//! How replicas come and go. The supervisor speaks only to [`Actuator`]; this crate has
-//! the `process` actuator (local child processes). Docker (bollard) and Kubernetes
-//! (Deployment scale) actuators implement the same two traits.
+//! How replicas come and go. The supervisor speaks only to [`Actuator`] and [`Replica`],
+//! which say nothing of how a replica runs: here local child processes; the Docker
+//! actuator (`docker.rs`) runs containers through the same two traits.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -22,22 +23,41 @@ pub struct ServiceSpec {
     pub log_dir: PathBuf,
 }
 
+/// A failure to inject into a replica, as a chaos experiment would. The supervisor is not
+/// told: it finds out the way it finds out about a real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Ends it at once (SIGKILL; `docker kill`).
+    Crash,
+    /// Freezes it: it keeps its connections and answers nothing (SIGSTOP; `docker pause`).
+    Hang,
+}
+
 /// One running replica, as its actuator controls it.
 #[async_trait]
 pub trait Replica: Send + Sync + std::fmt::Debug {
     fn id(&self) -> &str;
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     fn url(&self) -> &str;
-    /// The process id, for actuators that run local processes.
-    fn pid(&self) -> Option<u32> {
-        None
-    }
     /// `Some(reason)` once the replica has gone (exited, crashed, removed).
     fn exited(&mut self) -> Option<String>;
+    /// Whether it may take traffic: its `/readiness` answers 2xx within 500 ms.
+    async fn ready(&self) -> bool {
+        probe(self.url(), "/readiness", Duration::from_millis(500)).await
+    }
     /// Asks it to stop (SIGTERM: it drains), and forces it after `grace`.
     async fn stop(&mut self, grace: Duration);
     /// Stops it at once (a hung replica).
     async fn kill(&mut self);
+    /// Injects `fault`.
+    async fn inject(&mut self, fault: Fault) -> anyhow::Result<()>;
+}
+
+/// `GET url+path` answered 2xx within `timeout`, on one client shared by every replica.
+pub async fn probe(url: &str, path: &str, timeout: Duration) -> bool {
+    static CLIENT: std::sync::OnceLock<crate::balancer::HttpClient> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(crate::balancer::http_client);
+    crate::balancer::probe(client, url, path, timeout).await
 }
 
 #[async_trait]
@@ -68,7 +88,6 @@ fn free_port() -> std::io::Result<u16> {
 #[async_trait]
 impl Actuator for ProcessActuator {
     async fn spawn(&self, spec: &ServiceSpec, n: usize) -> anyhow::Result<Box<dyn Replica>> {
-        use anyhow::Context as _;
         let id = format!("{}-{n}", spec.name);
         let port = free_port()?;
         std::fs::create_dir_all(&spec.log_dir)?;
@@ -113,10 +132,6 @@ impl Replica for ProcessReplica {
         &self.url
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     fn exited(&mut self) -> Option<String> {
         if self.status.is_none()
             && let Ok(Some(status)) = self.child.try_wait()
@@ -144,5 +159,15 @@ impl Replica for ProcessReplica {
         // A stopped (SIGSTOPped) process dies on SIGKILL too.
         let _ = self.child.kill().await;
         self.exited();
+    }
+
+    async fn inject(&mut self, fault: Fault) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process has exited")?;
+        let signal = match fault {
+            Fault::Crash => Signal::SIGKILL,
+            Fault::Hang => Signal::SIGSTOP,
+        };
+        kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
+        Ok(())
     }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use crate::actuator::ServiceSpec;
+use crate::balancer::Balancer;
 use crate::policy::hpa::{Hpa, HpaConfig};
 use crate::policy::kpa::{Kpa, KpaConfig};
 use crate::policy::littles::{Littles, LittlesConfig};
@@ -90,19 +92,49 @@ impl AutoscaleConfig {
     }
 }
 
-/// Reads `process_cpu_seconds_total` of each replica and turns it into a utilization:
-/// cores in use over the replica's `CPU_LIMIT` (one core without one).
+/// What the autoscaler scales: a replica count it reads and sets, with a reason. The
+/// supervisor is one; a Kubernetes Deployment's scale is another.
+pub trait ScaleTarget: Send + Sync {
+    /// The replica count asked for now.
+    fn desired(&self) -> usize;
+    /// Asks for `n` replicas; `reason` goes into the `scaled` event.
+    fn scale(&self, n: usize, reason: &str);
+}
+
+impl ScaleTarget for Supervisor {
+    fn desired(&self) -> usize {
+        self.desired.load(Ordering::SeqCst)
+    }
+
+    fn scale(&self, n: usize, reason: &str) {
+        Supervisor::scale(self, n, Some(reason));
+    }
+}
+
+/// Where observations of a service come from: here its balancer's window and its
+/// replicas' `/metrics`; on Kubernetes, Prometheus queries.
+#[async_trait::async_trait]
+pub trait Observe: Send {
+    /// The service over the last `seconds` (`time` and `total` are the loop's to fill).
+    async fn observe(&mut self, seconds: u64) -> Observation;
+}
+
+/// Observations from a balancer (arrivals, answers, latency, requests in flight, ready
+/// replicas) and the replicas' CPU: `process_cpu_seconds_total` of each alive replica,
+/// as a utilization, cores in use over its CPU limit (`CPU_LIMIT` of the service, the
+/// in-process or the container's; one core without one).
 #[derive(Debug)]
-struct CpuMeter {
+pub struct BalancerObserver {
+    balancer: Arc<Balancer>,
     cores: f64,
     last: HashMap<String, (Instant, f64)>,
 }
 
-impl CpuMeter {
-    fn new(supervisor: &Supervisor) -> Self {
+impl BalancerObserver {
+    pub fn new(balancer: Arc<Balancer>, spec: &ServiceSpec) -> Self {
         Self {
-            cores: supervisor
-                .spec
+            balancer,
+            cores: spec
                 .env
                 .get("CPU_LIMIT")
                 .and_then(|v| kit::cpu_limit::parse_cores(v).ok())
@@ -111,8 +143,8 @@ impl CpuMeter {
         }
     }
 
-    async fn sample(&mut self, supervisor: &Supervisor) -> f64 {
-        let backends: Vec<_> = supervisor
+    async fn cpu(&mut self) -> f64 {
+        let backends: Vec<_> = self
             .balancer
             .pool
             .all()
@@ -138,6 +170,27 @@ impl CpuMeter {
             0.0
         } else {
             shares.iter().sum::<f64>() / shares.len() as f64
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Observe for BalancerObserver {
+    async fn observe(&mut self, seconds: u64) -> Observation {
+        let all = self.balancer.pool.all();
+        let window = self.balancer.window.summary(seconds.clamp(1, 10));
+        Observation {
+            ready: all.iter().filter(|b| b.state() == State::Alive).count(),
+            // The offered load: a saturated service answers less than arrives.
+            rps: window.arrivals_per_second,
+            served_rps: window.requests_per_second,
+            concurrency: all.iter().map(|b| b.in_flight() as f64).sum(),
+            p50_ms: window.p50_ms,
+            p99_ms: window.p99_ms,
+            mean_ms: window.mean_ms,
+            cpu: self.cpu().await,
+            error_rate: window.error_rate,
+            ..Observation::default()
         }
     }
 }
@@ -174,44 +227,42 @@ fn until_next_tick(now: SystemTime, seconds: u64) -> Duration {
     Duration::from_secs(seconds.max(1)) - into_second + Duration::from_millis(5)
 }
 
-/// Runs `policy` against `supervisor`'s service until `stop` changes.
+/// Runs `policy` against `supervisor`'s service (its balancer's observations) until
+/// `stop` changes.
 pub async fn run(
     supervisor: Arc<Supervisor>,
+    policy: Box<dyn Policy>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let observer = BalancerObserver::new(supervisor.balancer.clone(), &supervisor.spec);
+    run_with(supervisor, Box::new(observer), policy, stop).await;
+}
+
+/// Runs `policy` on the observations of `source` and sets `target`'s replica count
+/// until `stop` changes.
+pub async fn run_with(
+    target: Arc<dyn ScaleTarget>,
+    mut source: Box<dyn Observe>,
     mut policy: Box<dyn Policy>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let started = Instant::now();
-    let mut cpu = CpuMeter::new(&supervisor);
     loop {
         let seconds = policy.interval().round().max(1.0) as u64;
         tokio::select! {
             () = tokio::time::sleep(until_next_tick(SystemTime::now(), seconds)) => {}
             _ = stop.changed() => return,
         }
-        let pool = &supervisor.balancer.pool;
-        let all = pool.all();
-        let ready = all.iter().filter(|b| b.state() == State::Alive).count();
-        let window = supervisor.balancer.window.summary(seconds.clamp(1, 10));
         let observation = Observation {
             time: started.elapsed().as_secs_f64(),
-            ready,
-            total: supervisor.desired.load(Ordering::SeqCst),
-            // The offered load: a saturated service answers less than arrives.
-            rps: window.arrivals_per_second,
-            served_rps: window.requests_per_second,
-            concurrency: all.iter().map(|b| b.in_flight() as f64).sum(),
-            p50_ms: window.p50_ms,
-            p99_ms: window.p99_ms,
-            mean_ms: window.mean_ms,
-            cpu: cpu.sample(&supervisor).await,
-            error_rate: window.error_rate,
+            total: target.desired(),
+            ..source.observe(seconds).await
         };
         let decision = policy.decide(&observation);
-        let current = supervisor.desired.load(Ordering::SeqCst);
-        if decision.desired != current {
-            supervisor.scale(
+        if decision.desired != observation.total {
+            target.scale(
                 decision.desired,
-                Some(&format!("{}: {}", policy.name(), decision.reason)),
+                &format!("{}: {}", policy.name(), decision.reason),
             );
         }
     }

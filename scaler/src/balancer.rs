@@ -252,14 +252,19 @@ impl Balancer {
 
     /// Whether `GET <url><path>` answers 2xx within `timeout`.
     pub async fn probe(&self, url: &str, path: &str, timeout: Duration) -> bool {
-        let Ok(request) = http::Request::get(format!("{url}{path}")).body(Full::new(Bytes::new()))
-        else {
-            return false;
-        };
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => response.status().is_success(),
-            _ => false,
-        }
+        probe(&self.client, url, path, timeout).await
+    }
+}
+
+/// `GET url+path` through `client` answered 2xx within `timeout`.
+pub async fn probe(client: &HttpClient, url: &str, path: &str, timeout: Duration) -> bool {
+    let Ok(request) = http::Request::get(format!("{url}{path}")).body(Full::new(Bytes::new()))
+    else {
+        return false;
+    };
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => response.status().is_success(),
+        _ => false,
     }
 }
 

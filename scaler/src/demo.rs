@@ -381,18 +381,11 @@ async fn drive(
         tokio::spawn(async move {
             tokio::time::sleep(at).await;
             let supervisor = music?;
-            let (id, pid) = supervisor.pids().into_iter().next_back()?;
-            events.record(
-                "music",
-                &id,
-                Kind::Killed,
-                format!("SIGKILL (pid {pid}) by the demo"),
-            );
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            Some((id, supervisor.recoveries().len(), supervisor))
+            let id = supervisor.replicas().pop()?;
+            events.record("music", &id, Kind::Killed, "crashed by the demo (SIGKILL)");
+            let before = supervisor.recoveries().len();
+            supervisor.inject(&id, crate::actuator::Fault::Crash);
+            Some((id, before, supervisor))
         })
     };
 

@@ -25,7 +25,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 
-use crate::actuator::{Actuator, Replica, ServiceSpec};
+use crate::actuator::{Actuator, Fault, Replica, ServiceSpec};
 
 /// The label every replica container carries: which scaler project made it.
 const PROJECT_LABEL: &str = "scalelab.project";
@@ -313,7 +313,23 @@ impl Replica for ContainerReplica {
     }
 
     async fn kill(&mut self) {
-        // Force removal kills it first, paused, stopped or hung alike.
+        // A paused (hung) container is unpaused first; force removal then kills it.
+        let _ = self.docker.unpause_container(&self.container).await;
         remove(&self.docker, &self.container).await;
+    }
+
+    async fn inject(&mut self, fault: Fault) -> anyhow::Result<()> {
+        match fault {
+            Fault::Crash => {
+                self.docker
+                    .kill_container(
+                        &self.container,
+                        None::<bollard::query_parameters::KillContainerOptions>,
+                    )
+                    .await?;
+            }
+            Fault::Hang => self.docker.pause_container(&self.container).await?,
+        }
+        Ok(())
     }
 }

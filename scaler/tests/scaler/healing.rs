@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use scaler::actuator::{ProcessActuator, ServiceSpec};
+use scaler::actuator::{Fault, ProcessActuator, ServiceSpec};
 use scaler::pool::State;
 use scaler::supervisor::Supervisor;
 
@@ -149,8 +147,8 @@ async fn killed_and_hung_replicas_are_replaced_without_failing_clients() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // SIGKILL: replaced, and no client notices.
-    let (victim, pid) = supervisor.pids().into_iter().next().expect("a replica");
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("SIGKILL");
+    let victim = supervisor.replicas().into_iter().next().expect("a replica");
+    supervisor.inject(&victim, Fault::Crash);
     let killed_at = Instant::now();
     wait_until(
         "a replacement after SIGKILL",
@@ -177,10 +175,10 @@ async fn killed_and_hung_replicas_are_replaced_without_failing_clients() {
     );
 
     // SIGSTOP: a hung replica is ejected, killed and replaced.
-    let (hung, pid) = supervisor
-        .pids()
+    let hung = supervisor
+        .replicas()
         .into_iter()
-        .find(|(id, _)| *id != victim)
+        .find(|id| *id != victim)
         .expect("another replica");
     let backend = balancer
         .pool
@@ -188,7 +186,7 @@ async fn killed_and_hung_replicas_are_replaced_without_failing_clients() {
         .into_iter()
         .find(|b| b.id == hung)
         .expect("backend");
-    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+    supervisor.inject(&hung, Fault::Hang);
     let ejected = wait_until(
         "ejection of the hung replica",
         Duration::from_secs(10),
@@ -234,7 +232,7 @@ async fn killed_and_hung_replicas_are_replaced_without_failing_clients() {
     let _ = stop_tx.send(true);
     run.await.expect("supervisor");
     assert!(
-        supervisor.pids().is_empty() || balancer.pool.all().is_empty(),
+        supervisor.replicas().is_empty() && balancer.pool.all().is_empty(),
         "every replica stopped"
     );
 }
