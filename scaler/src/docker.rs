@@ -333,3 +333,29 @@ impl Replica for ContainerReplica {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_docker_table_has_safe_defaults_and_names_images_by_version() {
+        let config: DockerConfig = toml::from_str("network = \"scalelab\"").expect("toml");
+        assert_eq!(config.project, "scalelab");
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.memory_mib, 128);
+        assert!(config.mounts.is_empty() && config.env.is_empty());
+        assert_eq!(
+            config.image("music"),
+            format!("scalelab/music:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert!(
+            toml::from_str::<DockerConfig>("network = \"n\"\nprivileged = true").is_err(),
+            "unknown keys are refused"
+        );
+        assert!(
+            toml::from_str::<DockerConfig>("project = \"p\"").is_err(),
+            "the network is required"
+        );
+    }
+}

@@ -559,3 +559,32 @@ impl Loader {
         Ok(self.0.request(request).await?.status())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_created_once_kept_after_and_never_empty() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(ensure_secret(dir.path(), "jwt-secret", None).expect("create"));
+        let first = std::fs::read_to_string(dir.path().join("jwt-secret")).expect("read");
+        assert_eq!(first.len(), 64, "256 bits in hex");
+        assert!(!ensure_secret(dir.path(), "jwt-secret", None).expect("keep"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("jwt-secret")).expect("read"),
+            first,
+            "an existing secret is kept"
+        );
+        assert!(ensure_secret(dir.path(), "url", Some("postgres://x")).expect("value"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("url")).expect("read"),
+            "postgres://x"
+        );
+        std::fs::write(dir.path().join("empty"), "").expect("write");
+        assert!(
+            ensure_secret(dir.path(), "empty", None).is_err(),
+            "an empty secret file is an error, not a secret"
+        );
+    }
+}
