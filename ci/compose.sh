@@ -10,7 +10,7 @@
 #   - `docker network disconnect` of a replica under load (a partition): ejected, under
 #     0.5% failed, in rotation or replaced after reconnection;
 #   - `docker restart` of the gateway while writes are acknowledged: every one readable;
-#   - the course flows again with the postgres profile;
+#   - the course flows again with the postgres profile, and with the dynamodb profile;
 #   - `down -v` leaves no container, network or volume of the project.
 #
 #   ci/compose.sh      env: PROFILE (cargo profile of the binaries, default release),
@@ -274,6 +274,17 @@ compose down -v >/dev/null 2>&1
 t0=$(now_ms)
 compose --profile postgres up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; fail "compose up (postgres)"; }
 say "postgres profile: every service healthy $(wait_healthy "$t0") ms after up"
+for _ in $(seq 300); do
+  flows >/dev/null 2>&1 && break
+  sleep 0.2
+done
+flows
+
+echo "== down -v, then up with the dynamodb profile"
+compose --profile postgres down -v >/dev/null 2>&1
+t0=$(now_ms)
+compose --profile dynamodb up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; fail "compose up (dynamodb)"; }
+say "dynamodb profile: every service healthy $(wait_healthy "$t0") ms after up"
 for _ in $(seq 300); do
   flows >/dev/null 2>&1 && break
   sleep 0.2

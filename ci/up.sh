@@ -22,6 +22,9 @@ token=$(curl -sf -X PUT http://127.0.0.1:30000/api/v1/user/login -d '{"uid":"b66
 song=$(curl -sf http://127.0.0.1:30001/api/v1/music/6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea -H "Authorization: Bearer $token")
 echo "$song" | grep -q '"Artist":"Taylor Swift"' || { echo "unexpected: $song" >&2; exit 1; }
 echo "ci/up.sh: music answered $song"
+open=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:30002/api/v1/datastore/list?objtype=user")
+[ "$open" = 401 ] || { echo "the gateway answered $open without its token (not 401)" >&2; exit 1; }
+echo "ci/up.sh: the gateway refuses a caller without its generated token (401)"
 curl -sf http://127.0.0.1:30080/api/v1/user/b66f61e7-4fad-402f-aaad-101e3e2522d3 -H "Authorization: Bearer $token" | grep -q George
 curl -sf "http://127.0.0.1:30080/fibonacci?n=30" | grep -q 832040
 

@@ -314,6 +314,8 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let jwt_secret = random_hex();
     let loader_token = random_hex();
+    // The gateway never runs open: callers present this token.
+    let datastore_token = random_hex();
     let events = Arc::new(Events::default());
     let actuator: Arc<dyn Actuator> = match &docker {
         None => Arc::new(ProcessActuator),
@@ -337,6 +339,7 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
         // Containers get their secrets as mounted files (`[docker] env`).
         if docker.is_none() {
             env.insert("JWT_SECRET".to_owned(), jwt_secret.clone());
+            env.insert("DATASTORE_TOKEN".to_owned(), datastore_token.clone());
         }
         if *name == "database-gateway" {
             env.insert(

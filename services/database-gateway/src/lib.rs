@@ -43,6 +43,16 @@ impl AppState {
             .map_err(anyhow::Error::msg)?;
         kit::config::read_secret(&mut loader_token, config.loader_token_file.as_deref())
             .map_err(anyhow::Error::msg)?;
+        // Set but empty is a mistake, not "no check".
+        for (name, token) in [
+            ("DATASTORE_TOKEN", &datastore_token),
+            ("SVC_LOADER_TOKEN", &loader_token),
+        ] {
+            anyhow::ensure!(
+                token.as_deref() != Some(""),
+                "{name} is set but empty: give it a value, or unset it"
+            );
+        }
         let database_url = match &config.database_url_file {
             None => config.database_url.clone(),
             Some(file) => {
@@ -54,8 +64,8 @@ impl AppState {
         };
         Ok(Self {
             store: store::open(&database_url, config.dynamodb_url.as_deref()).await?,
-            datastore_token: datastore_token.filter(|t| !t.is_empty()),
-            loader_token: loader_token.filter(|t| !t.is_empty()),
+            datastore_token,
+            loader_token,
             server: config.server.clone(),
         })
     }

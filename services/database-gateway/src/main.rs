@@ -13,6 +13,12 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState::from_config(&config)
         .await
         .context("opening the store")?;
+    if state.datastore_token.is_none() {
+        tracing::warn!(
+            "no DATASTORE_TOKEN: any caller that reaches this port can read and change every \
+             item, password hashes, email claims and revoked tokens included"
+        );
+    }
     let listener = kit::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

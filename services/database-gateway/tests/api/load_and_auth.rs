@@ -1,3 +1,5 @@
+use database_gateway::{AppState, Config, DatabaseUrl};
+use kit::ServerArgs;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -160,4 +162,26 @@ async fn the_service_token_guards_every_datastore_route_but_not_the_probes() {
         .load(json!({"objtype": "user", "uuid": "u"}), Some(LOADER_TOKEN))
         .await;
     assert_eq!(loaded.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_empty_token_is_a_start_up_error_not_no_check() {
+    for (datastore_token, loader_token) in [(Some(""), None), (None, Some(""))] {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            database_url: DatabaseUrl::parse("sqlite::memory:").expect("url"),
+            database_url_file: None,
+            dynamodb_url: None,
+            datastore_token: datastore_token.map(str::to_owned),
+            loader_token: loader_token.map(str::to_owned),
+            datastore_token_file: None,
+            loader_token_file: None,
+            server: ServerArgs::default(),
+        };
+        let error = AppState::from_config(&config)
+            .await
+            .err()
+            .expect("an empty token is refused");
+        assert!(error.to_string().contains("is set but empty"), "{error:#}");
+    }
 }
