@@ -34,7 +34,10 @@ curl -sf http://127.0.0.1:30010/metrics | grep -q '^scaler_replicas{service="mus
 curl -sf http://127.0.0.1:30010/ | grep -q "scalelab scaler"
 echo "ci/up.sh: /events streams, /metrics counts replicas, the dashboard answers"
 
-"$bin/scaler" replicas music 3
+unauthorized=$(curl -s -o /dev/null -w '%{http_code}' -X PUT http://127.0.0.1:30010/replicas -d '{"service":"music","replicas":0}')
+[ "$unauthorized" = 401 ] || { echo "PUT /replicas without the admin token answered $unauthorized (not 401)" >&2; exit 1; }
+echo "ci/up.sh: the admin API refuses changes without the generated token (401)"
+"$bin/scaler" replicas music 3 --token-file "$work/data/scaler-token"
 for _ in $(seq 100); do
   ready=$(curl -sf http://127.0.0.1:30010/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["services"]["music"]["ready"])')
   [ "$ready" = 3 ] && break; sleep 0.1

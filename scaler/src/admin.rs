@@ -100,6 +100,22 @@ async fn change_servers(
 ) -> Result<Response, ApiError> {
     authorize(&platform, &headers)?;
     let (name, svc) = service(&platform, &q)?;
+    // Static backends (added here) go by their URL; a supervised replica is the
+    // supervisor's to stop, or it would never be replaced.
+    if svc.supervisor.is_some()
+        && let Some(replica) = svc.balancer.pool.all().into_iter().find(|b| {
+            b.id != b.url
+                && changes
+                    .deletes
+                    .iter()
+                    .any(|u| u.trim_end_matches('/') == b.url)
+        })
+    {
+        return Err(ApiError::conflict(format!(
+            "{} is a supervised replica of {name}: set the count with PUT /replicas instead",
+            replica.id
+        )));
+    }
     for url in &changes.adds {
         let url = url.trim_end_matches('/').to_owned();
         if !(url.starts_with("http://") && url.len() > 7) {

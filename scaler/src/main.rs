@@ -60,6 +60,10 @@ enum Command {
         /// The admin API of the running scaler.
         #[arg(long, default_value = "http://127.0.0.1:30010")]
         admin: String,
+        /// Its token, when neither SCALER_TOKEN nor SCALER_TOKEN_FILE is set: the file
+        /// `scaler up` generated in its data dir.
+        #[arg(long, default_value = "data/scaler-token")]
+        token_file: std::path::PathBuf,
     },
 }
 
@@ -187,12 +191,18 @@ async fn main() -> anyhow::Result<()> {
             service,
             count,
             admin,
+            token_file,
         } => {
             let client = kit::HttpClient::new(kit::client::ClientOptions::default())?;
             let mut request = client
                 .put(format!("{}/replicas", admin.trim_end_matches('/')))
                 .json(&serde_json::json!({"service": service, "replicas": count}));
-            if let Some(token) = scaler::up::scaler_token()? {
+            let mut token = scaler::up::scaler_token()?;
+            if token.is_none() && token_file.exists() {
+                kit::config::read_secret(&mut token, Some(&token_file))
+                    .map_err(anyhow::Error::msg)?;
+            }
+            if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
             let response = client.send(request).await?;

@@ -160,6 +160,26 @@ pub fn scaler_token() -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
+/// The admin API's token: `SCALER_TOKEN` / `SCALER_TOKEN_FILE`, or else one generated
+/// once into `<data dir>/scaler-token` (readable by its owner only), which
+/// `scaler replicas` reads. The admin API is never open.
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(token) = scaler_token()? {
+        return Ok(token);
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    if ensure_secret(data_dir, ADMIN_TOKEN_FILE, None)? {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let mut token = None;
+    kit::config::read_secret(&mut token, Some(&path)).map_err(anyhow::Error::msg)?;
+    Ok(token.unwrap_or_default())
+}
+
+/// Where `scaler up` keeps the admin token it generated, in its data dir.
+pub const ADMIN_TOKEN_FILE: &str = "scaler-token";
+
 fn random_hex() -> String {
     format!(
         "{}{}",
@@ -233,7 +253,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  ingress           http://{host}:{}  (/api/v1/user, /api/v1/music, /api/v1/playlist, /fibonacci, /status)",
         args.ingress_port
     );
-    println!("  admin, dashboard  http://{host}:{}/", args.admin_port);
+    println!(
+        "  admin, dashboard  http://{host}:{}/  (changes need the token in {}, which `scaler replicas` reads)",
+        args.admin_port,
+        if std::env::var_os("SCALER_TOKEN").is_some() {
+            "SCALER_TOKEN".to_owned()
+        } else if let Some(file) = std::env::var_os("SCALER_TOKEN_FILE") {
+            Path::new(&file).display().to_string()
+        } else {
+            running
+                .data_dir
+                .join(ADMIN_TOKEN_FILE)
+                .display()
+                .to_string()
+        }
+    );
     if let Some(gateway) = &args.gateway {
         println!("  database gateway  {gateway}  (run by the deployment)");
     }
@@ -411,7 +445,7 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
     let platform = Platform {
         services: Arc::new(services),
         events,
-        token: scaler_token()?,
+        token: Some(admin_token(&data_dir)?),
         monitor: Default::default(),
     };
     let admin = kit::bind(SocketAddr::new(args.host, args.admin_port))

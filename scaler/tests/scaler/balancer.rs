@@ -395,3 +395,54 @@ async fn reports_eject_replicas_and_metrics_count_them() {
     );
     assert!(metrics.contains("process_resident_memory_bytes"));
 }
+
+#[tokio::test]
+async fn put_servers_refuses_to_delete_a_supervised_replica() {
+    let (balancer, _) = balancer("music").await;
+    let spec = scaler::actuator::ServiceSpec {
+        name: "music".into(),
+        program: "music".into(),
+        env: Default::default(),
+        log_dir: std::env::temp_dir(),
+    };
+    // Not running: only its pool matters here.
+    let supervisor = scaler::supervisor::Supervisor::new(
+        spec,
+        balancer.clone(),
+        Arc::new(scaler::actuator::ProcessActuator),
+        1,
+    );
+    let url = "http://127.0.0.1:9";
+    balancer
+        .pool
+        .add(Backend::new("music-1", url, State::Alive));
+    let platform = scaler::Platform {
+        services: Arc::new(std::collections::BTreeMap::from([(
+            "music".to_owned(),
+            scaler::Service {
+                balancer: balancer.clone(),
+                supervisor: Some(supervisor),
+            },
+        )])),
+        events: Arc::new(Events::default()),
+        token: Some("t0k".into()),
+        monitor: Default::default(),
+    };
+    let admin = serve(scaler::admin::router(platform)).await;
+    let refused = client()
+        .put(format!("{admin}/servers?service=music"))
+        .bearer_auth("t0k")
+        .json(&json!({"deletes": [url]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PUT /replicas")),
+        "{body}"
+    );
+    assert_eq!(balancer.pool.all().len(), 1, "the replica stays");
+}
