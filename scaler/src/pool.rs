@@ -16,6 +16,22 @@ pub const DEAD_AFTER: u32 = 3;
 /// The latency a replica is assumed to have before it has answered anything: none, so
 /// that a new replica is tried at once and its average then climbs to the truth.
 const INITIAL_LATENCY_US: u64 = 0;
+/// How fast a latency estimate fades without new answers (e-folding time, in
+/// microseconds). With two choices among three or more replicas, the slowest never wins
+/// a comparison: without decay, one slow answer (a cold connection to a replica just
+/// started) would keep it out of rotation for good. Decayed, it is tried again within
+/// seconds and its estimate measured anew, as linkerd's peak-EWMA does.
+const DECAY_US: f64 = 1_000_000.0;
+
+/// Microseconds since the first call, on a monotonic clock.
+fn now_us() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros()
+        .min(u128::from(u64::MAX)) as u64
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +74,8 @@ pub struct Backend {
     failures: AtomicU32,
     /// Moving average of response times, in microseconds (a new replica starts at 0).
     latency_us: AtomicU64,
+    /// When it was last updated ([`now_us`]): it decays from there.
+    observed_us: AtomicU64,
 }
 
 impl Backend {
@@ -69,6 +87,7 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             latency_us: AtomicU64::new(INITIAL_LATENCY_US),
+            observed_us: AtomicU64::new(now_us()),
         })
     }
 
@@ -84,20 +103,34 @@ impl Backend {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Folds one response time into the moving average (weight 1/8).
+    /// Folds one response time into the moving average (weight 1/8 against the decayed
+    /// estimate).
     pub fn observe(&self, elapsed: std::time::Duration) {
+        self.observe_at(elapsed, now_us());
+    }
+
+    fn observe_at(&self, elapsed: std::time::Duration, now: u64) {
         let sample = elapsed.as_micros().min(u128::from(u32::MAX)) as u64;
-        let _ = self
-            .latency_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
-                Some((avg * 7 + sample) / 8)
-            });
+        let prior = self.latency_at(now);
+        self.latency_us
+            .store((prior * 7 + sample) / 8, Ordering::Relaxed);
+        self.observed_us.store(now, Ordering::Relaxed);
+    }
+
+    /// The latency estimate at `now`, decayed since its last update.
+    fn latency_at(&self, now: u64) -> u64 {
+        let age = now.saturating_sub(self.observed_us.load(Ordering::Relaxed)) as f64;
+        (self.latency_us.load(Ordering::Relaxed) as f64 * (-age / DECAY_US).exp()) as u64
     }
 
     /// Expected cost of one more request: (requests in flight + 1) x average latency,
     /// as linkerd's peak-EWMA balancer weighs replicas.
     pub fn cost(&self) -> u64 {
-        (self.in_flight() as u64 + 1) * self.latency_us.load(Ordering::Relaxed).max(1)
+        self.cost_at(now_us())
+    }
+
+    fn cost_at(&self, now: u64) -> u64 {
+        (self.in_flight() as u64 + 1) * self.latency_at(now).max(1)
     }
 
     /// Counts a request in flight until the guard drops.
@@ -272,6 +305,34 @@ mod tests {
         assert!(picks[1] > 4500, "{picks:?}");
         assert_eq!(choose_p2c::<usize, usize>(&[], |l| *l, &mut rng), None);
         assert_eq!(choose_p2c(&[5usize], |l| *l, &mut rng), Some(0));
+    }
+
+    #[test]
+    fn a_slow_answer_fades_so_the_replica_is_tried_again_within_seconds() {
+        let (fast, slow) = (
+            Backend::new("fast", "http://f", State::Alive),
+            Backend::new("slow", "http://s", State::Alive),
+        );
+        let t0 = now_us();
+        // One cold answer of 80 ms against steady 1 ms answers.
+        slow.observe_at(std::time::Duration::from_millis(80), t0);
+        for i in 0..50 {
+            fast.observe_at(std::time::Duration::from_millis(1), t0 + i * 1000);
+        }
+        let fast_now = |t: u64| {
+            fast.observe_at(std::time::Duration::from_millis(1), t);
+            fast.cost_at(t)
+        };
+        assert!(slow.cost_at(t0 + 50_000) > 5 * fast_now(t0 + 50_000));
+        // Fresh answers keep the fast one's estimate; the slow one's fades.
+        let caught_up = (1..=10)
+            .map(|s| t0 + s * 1_000_000)
+            .find(|t| slow.cost_at(*t) <= fast_now(*t))
+            .map(|t| (t - t0) / 1_000_000);
+        assert!(
+            caught_up.is_some_and(|s| s <= 5),
+            "the slow replica competes again after {caught_up:?} s"
+        );
     }
 
     #[test]
