@@ -18,8 +18,8 @@ if ! command -v wrk >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
 PROFILE=$profile bash docker/build.sh >/dev/null
-compose() { docker-compose -f compose/docker-compose.yml "$@"; }
-docker compose version >/dev/null 2>&1 && compose() { docker compose -f compose/docker-compose.yml "$@"; }
+if docker compose version >/dev/null 2>&1; then dc=(docker compose); else dc=(docker-compose); fi
+compose() { "${dc[@]}" -f compose/docker-compose.yml "$@"; }
 work=$(mktemp -d)
 up=
 cleanup() {

@@ -115,10 +115,10 @@ impl Actuator for ProcessActuator {
 }
 
 impl ProcessReplica {
-    fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), signal);
-        }
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process has exited")?;
+        kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
+        Ok(())
     }
 }
 
@@ -145,7 +145,7 @@ impl Replica for ProcessReplica {
         if self.exited().is_some() {
             return;
         }
-        self.signal(Signal::SIGTERM);
+        let _ = self.signal(Signal::SIGTERM);
         if tokio::time::timeout(grace, self.child.wait())
             .await
             .is_err()
@@ -162,12 +162,9 @@ impl Replica for ProcessReplica {
     }
 
     async fn inject(&mut self, fault: Fault) -> anyhow::Result<()> {
-        let pid = self.child.id().context("the process has exited")?;
-        let signal = match fault {
+        self.signal(match fault {
             Fault::Crash => Signal::SIGKILL,
             Fault::Hang => Signal::SIGSTOP,
-        };
-        kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
-        Ok(())
+        })
     }
 }

@@ -249,7 +249,10 @@ impl Pool {
             .filter(|b| b.state() == State::Alive && !exclude.iter().any(|e| Arc::ptr_eq(e, b)))
             .collect();
         let pick = match self.strategy {
-            Strategy::P2c => choose_p2c(&candidates, |b| b.cost(), rng),
+            Strategy::P2c => {
+                let now = now_us();
+                choose_p2c(&candidates, |b| b.cost_at(now), rng)
+            }
             Strategy::RoundRobin => (!candidates.is_empty())
                 .then(|| self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()),
         };

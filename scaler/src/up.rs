@@ -473,7 +473,11 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
         tasks,
     };
     let ready = async {
-        wait_ready(&running.platform, Duration::from_secs(60)).await?;
+        let logs = match args.actuator {
+            ActuatorKind::Process => running.data_dir.join("logs").display().to_string(),
+            ActuatorKind::Docker => "the scaler's log and `docker logs` of the replicas".to_owned(),
+        };
+        wait_ready(&running.platform, Duration::from_secs(60), &logs).await?;
         if args.gateway.is_some() {
             return Ok(0);
         }
@@ -506,7 +510,7 @@ async fn serve(
     let _ = kit::serve(listener, router, shutdown, Duration::from_secs(10)).await;
 }
 
-async fn wait_ready(platform: &Platform, within: Duration) -> anyhow::Result<()> {
+async fn wait_ready(platform: &Platform, within: Duration, logs: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let waiting: Vec<&str> = platform
@@ -520,7 +524,7 @@ async fn wait_ready(platform: &Platform, within: Duration) -> anyhow::Result<()>
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "not ready within {within:?}: {} (see data/logs)",
+            "not ready within {within:?}: {} (see {logs})",
             waiting.join(", ")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -54,7 +54,12 @@ impl LittlesConfig {
 
     /// The replicas (within the bounds) that serve `rps` at the sized utilization.
     pub fn replicas_for(&self, rps: f64, capacity: f64) -> usize {
-        let needed = (rps / (capacity * self.utilization(capacity))).ceil() as usize;
+        self.replicas_at(rps, capacity, self.utilization(capacity))
+    }
+
+    /// The replicas (within the bounds) that serve `rps` at `utilization` each.
+    fn replicas_at(&self, rps: f64, capacity: f64, utilization: f64) -> usize {
+        let needed = (rps / (capacity * utilization)).ceil() as usize;
         self.bounds.clamp(needed.max(1))
     }
 }
@@ -209,10 +214,7 @@ impl Policy for Littles {
             };
         }
         let lower = (utilization - self.config.down_margin).max(0.2);
-        let needed = self
-            .config
-            .bounds
-            .clamp(((demand / (capacity * lower)).ceil() as usize).max(1));
+        let needed = self.config.replicas_at(demand, capacity, lower);
         // Small surpluses stay (re-adding a replica later is a reversal); a real drop,
         // a quarter or more of the replicas, is released.
         if needed < current && needed * 4 <= current * 3 {
