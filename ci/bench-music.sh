@@ -27,14 +27,14 @@ start() { # name port env...
   echo "$name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
 }
 gw=$(free_port); user=$(free_port); music=$(free_port)
-secret=bench-secret-$(date +%s%N)
+secret=bench-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 start database-gateway "$gw" DATABASE_URL="sqlite://$work/bench.db"
 start user "$user" DATASTORE_URL=http://127.0.0.1:$gw JWT_SECRET="$secret"
 start music "$music" DATASTORE_URL=http://127.0.0.1:$gw JWT_SECRET="$secret"
 
-uid=$(curl -sf -X POST "http://127.0.0.1:$user/api/v1/user/" -d '{"fname":"Bench","lname":"Mark","email":"bench@example.org"}' \
+uid=$(curl -sf -X POST "http://127.0.0.1:$user/api/v1/user/" -d '{"fname":"Bench","lname":"Mark","email":"bench@example.org","password":"bench password"}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
-token=$(curl -sf -X PUT "http://127.0.0.1:$user/api/v1/user/login" -d "{\"uid\":\"$uid\"}")
+token=$(curl -sf -X PUT "http://127.0.0.1:$user/api/v1/user/login" -d "{\"uid\":\"$uid\",\"password\":\"bench password\"}")
 song=$(curl -sf -X POST "http://127.0.0.1:$music/api/v1/music/" -H "Authorization: Bearer $token" \
   -d '{"Artist":"Taylor Swift","SongTitle":"The Last Great American Dynasty"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["music_id"])')
 curl -sf "http://127.0.0.1:$music/api/v1/music/$song" -H "Authorization: Bearer $token" | grep -q "Dynasty"

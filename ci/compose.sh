@@ -99,15 +99,18 @@ def call(method, path, body=None, token=None, expect=200):
     assert status == expect, f"{method} {path}: {status} {text}"
     return text
 george = "b66f61e7-4fad-402f-aaad-101e3e2522d3"
-token = call("PUT", "/api/v1/user/login", {"uid": george})
-assert "George" in call("GET", f"/api/v1/user/{george}", token=token), "course user"
-song = call("GET", "/api/v1/music/6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea", token=token)
-assert "Taylor Swift" in song, song
-print("ci/compose.sh: course data loaded: George Clinton and the Taylor Swift song read through the ingress")
+# A deployment: course users (no password) cannot log in by uid alone.
+refused = call("PUT", "/api/v1/user/login", {"uid": george}, expect=401)
+assert "ALLOW_UID_LOGIN" in refused, refused
 password = uuid.uuid4().hex
 uid = json.loads(call("POST", "/api/v1/user/", {"fname": "Ada", "lname": "Lovelace",
     "email": f"ada-{uuid.uuid4().hex[:8]}@example.com", "password": password}))["user_id"]
 token = call("PUT", "/api/v1/user/login", {"uid": uid, "password": password})
+george_seen = call("GET", f"/api/v1/user/{george}", token=token)
+assert "George" in george_seen and "email" not in george_seen, george_seen
+song = call("GET", "/api/v1/music/6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea", token=token)
+assert "Taylor Swift" in song, song
+print("ci/compose.sh: course data loaded: George Clinton (email hidden from others, no uid-only login) and the Taylor Swift song read through the ingress")
 music = json.loads(call("POST", "/api/v1/music/", {"Artist": "Kraftwerk", "SongTitle": "Computer Love"}, token))["music_id"]
 assert "Computer Love" in call("GET", f"/api/v1/music/{music}", token=token)
 playlist = json.loads(call("POST", "/api/v1/playlist/", {"Name": "lab", "Playlist": [music]}, token))["playlist_id"]
@@ -118,7 +121,16 @@ print("ci/compose.sh: course flows (jwt): user created, logged in, song created 
 PY
 }
 
-token() { curl -sf -X PUT http://127.0.0.1:30000/api/v1/user/login -d '{"uid":"b66f61e7-4fad-402f-aaad-101e3e2522d3"}'; }
+# A token of a new user with a password (a deployment has no uid-only login).
+token() {
+  local password uid
+  password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  uid=$(curl -sf -X POST http://127.0.0.1:30000/api/v1/user/ -H 'Content-Type: application/json' \
+    -d "{\"fname\":\"Load\",\"lname\":\"Generator\",\"email\":\"load-$password@example.com\",\"password\":\"$password\"}" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["user_id"])')
+  curl -sf -X PUT http://127.0.0.1:30000/api/v1/user/login -H 'Content-Type: application/json' \
+    -d "{\"uid\":\"$uid\",\"password\":\"$password\"}"
+}
 
 # A steady open-model load on a course song through music's balancer, in the background
 # (its pid in $load).

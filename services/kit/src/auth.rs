@@ -310,6 +310,66 @@ pub struct Caller {
     pub claims: Option<Claims>,
 }
 
+/// The attribute naming the user who created a song or a playlist (jwt mode).
+pub const OWNER_FIELD: &str = "owner_id";
+
+impl Caller {
+    /// The logged-in user's id; `None` in presence mode, where callers are anonymous.
+    pub fn user_id(&self) -> Option<&str> {
+        self.claims.as_ref().map(|c| c.user_id.as_str())
+    }
+
+    /// Whether the caller may see what belongs to `user_id` alone (their email): they
+    /// are that user, or auth is in presence mode (the course's behaviour).
+    pub fn is(&self, user_id: &str) -> bool {
+        self.user_id().is_none_or(|me| me == user_id)
+    }
+
+    /// In jwt mode, only the owner changes or deletes an item: 403 otherwise, also for
+    /// items without an owner (loaded course data, items made in presence mode), which
+    /// are read-only there. Presence mode lets anyone, as the course services did.
+    pub fn must_own(&self, owner: Option<&str>, what: &str) -> Result<(), ApiError> {
+        let Some(me) = self.user_id() else {
+            return Ok(());
+        };
+        match owner {
+            Some(owner) if owner == me => Ok(()),
+            Some(_) => Err(ApiError::forbidden(format!(
+                "only the user who created this {what} may change or delete it"
+            ))),
+            None => Err(ApiError::forbidden(format!(
+                "this {what} has no owner (loaded data): it is read-only with AUTH_MODE=jwt"
+            ))),
+        }
+    }
+
+    /// In jwt mode, users change and delete only themselves: 403 otherwise.
+    pub fn must_be(&self, user_id: &str) -> Result<(), ApiError> {
+        if self.is(user_id) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "a user may change or delete only their own account",
+            ))
+        }
+    }
+
+    /// The fields that record the caller as an item's owner (none in presence mode).
+    pub fn owner_fields(&self) -> Option<(String, serde_json::Value)> {
+        self.user_id().map(|me| {
+            (
+                OWNER_FIELD.to_owned(),
+                serde_json::Value::String(me.to_owned()),
+            )
+        })
+    }
+}
+
+/// The owner recorded on an item, if any.
+pub fn owner_of(fields: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
+    fields.get(OWNER_FIELD).and_then(serde_json::Value::as_str)
+}
+
 /// State types that carry an [`Auth`].
 pub trait HasAuth {
     fn auth(&self) -> &Auth;

@@ -61,6 +61,10 @@ impl Default for ServerArgs {
     }
 }
 
+/// The shortest JWT secret accepted, in bytes: HS256's key should be at least as long
+/// as its 256-bit output (RFC 7518 §3.2).
+pub const MIN_JWT_SECRET: usize = 32;
+
 /// Flags of the services that keep data in the gateway and authenticate callers
 /// (user, music, playlist).
 #[derive(Debug, Clone, clap::Args)]
@@ -105,10 +109,21 @@ impl AppArgs {
             &mut self.datastore_token,
             self.datastore_token_file.as_deref(),
         )?;
-        if self.auth_mode == crate::auth::AuthMode::Jwt
-            && self.jwt_secret.as_deref().is_none_or(str::is_empty)
-        {
-            return Err("--jwt-secret / JWT_SECRET is required when AUTH_MODE=jwt (or set AUTH_MODE=presence)".to_owned());
+        if self.auth_mode == crate::auth::AuthMode::Jwt {
+            let length = self.jwt_secret.as_deref().map_or(0, str::len);
+            if length == 0 {
+                return Err("--jwt-secret / JWT_SECRET is required when AUTH_MODE=jwt (or set AUTH_MODE=presence)".to_owned());
+            }
+            if length < MIN_JWT_SECRET {
+                return Err(format!(
+                    "JWT_SECRET is {length} bytes; an HS256 key needs at least {MIN_JWT_SECRET} (e.g. `openssl rand -hex 32`)"
+                ));
+            }
+        }
+        if self.datastore_token.as_deref() == Some("") {
+            return Err(
+                "DATASTORE_TOKEN is empty: give the gateway's token or leave it unset".to_owned(),
+            );
         }
         Ok(())
     }

@@ -34,6 +34,10 @@ pub enum DatastoreError {
     Refused(StatusCode, String),
     #[error("unexpected datastore answer: {0}")]
     Unexpected(String),
+    /// The gateway refused this service's own credentials (401/403): the service's
+    /// `DATASTORE_TOKEN` is wrong or missing. The caller did nothing wrong.
+    #[error("the database gateway refused this service's DATASTORE_TOKEN ({0})")]
+    Misconfigured(String),
 }
 
 impl From<DatastoreError> for ApiError {
@@ -46,10 +50,20 @@ impl From<DatastoreError> for ApiError {
             DatastoreError::Refused(status, message) if status.is_client_error() => {
                 ApiError::new(status, message)
             }
+            DatastoreError::Misconfigured(cause) => {
+                tracing::error!(%cause, "the gateway refused DATASTORE_TOKEN: fix this service's configuration");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "this service is misconfigured: the database gateway refused its credentials",
+                )
+            }
             other => ApiError::internal(other),
         }
     }
 }
+
+/// The id the readiness check reads (no item has it: ids are UUIDs).
+const READINESS_KEY: &str = "readiness-check";
 
 #[derive(Debug, Clone)]
 pub struct Datastore {
@@ -85,10 +99,14 @@ impl Datastore {
             .send(request)
             .await
             .map_err(|e| DatastoreError::Unavailable(e.to_string()))?;
-        if response.status().is_server_error() {
-            let status = response.status();
+        let status = response.status();
+        if status.is_server_error() {
             let body = response.text().await.unwrap_or_default();
             return Err(DatastoreError::Unavailable(format!("{status}: {body}")));
+        }
+        // The gateway answers 401/403 only to a missing or wrong service token.
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(DatastoreError::Misconfigured(status.to_string()));
         }
         Ok(response)
     }
@@ -309,21 +327,26 @@ impl Datastore {
             .collect())
     }
 
-    /// Ok when the gateway says it is ready.
+    /// Ok when the gateway says it is ready and accepts this service's token (an
+    /// authenticated read of an id that never exists): a wrong `DATASTORE_TOKEN` keeps
+    /// the service out of rotation instead of failing every request.
     pub async fn ready(&self) -> Result<(), String> {
         let response = self
             .http
             .send(self.http.get(format!("{}/readiness", self.base)))
             .await
             .map_err(|e| format!("datastore at {} unreachable: {e}", self.base))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!(
+        if !response.status().is_success() {
+            return Err(format!(
                 "datastore at {} is not ready ({})",
                 self.base,
                 response.status()
-            ))
+            ));
+        }
+        match self.read("user", READINESS_KEY).await {
+            Ok(_) => Ok(()),
+            Err(e @ DatastoreError::Misconfigured(_)) => Err(e.to_string()),
+            Err(e) => Err(format!("datastore at {}: {e}", self.base)),
         }
     }
 }

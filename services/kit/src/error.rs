@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds a client should wait before retrying (`Retry-After`), for 429 and 503.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,7 +22,19 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to wait `seconds` before retrying (`Retry-After`).
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -79,7 +93,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        envelope(self.status, &self.message)
+        let mut response = envelope(self.status, &self.message);
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -100,6 +120,7 @@ pub(crate) fn default_message(status: StatusCode) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => "request body is too large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
         StatusCode::UNPROCESSABLE_ENTITY => "unprocessable request",
+        StatusCode::TOO_MANY_REQUESTS => "too many requests",
         StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
         StatusCode::GATEWAY_TIMEOUT => "request timed out",
         s if s.is_server_error() => "internal error",

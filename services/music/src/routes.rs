@@ -50,11 +50,13 @@ pub struct SongChanges {
     orig_artist: Option<Option<String>>,
 }
 
-/// The original artist of a song (`null` to clear it).
+/// The original artist of a song (`null` to clear it; the field is required).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrigArtist {
-    orig_artist: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = true)]
+    orig_artist: Option<Option<String>>,
 }
 
 /// Tells "absent" (`None`) from "null" (`Some(None)`).
@@ -75,11 +77,11 @@ fn not_found(id: &str) -> ApiError {
     responses((status = 200, description = "The new song's id", body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn create(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     AppJson(song): AppJson<NewSong>,
 ) -> Result<Response, ApiError> {
-    let mut fields = Map::new();
+    let mut fields = Map::from_iter(caller.owner_fields());
     fields.insert("Artist".into(), text(&song.artist, "Artist")?);
     fields.insert("SongTitle".into(), text(&song.song_title, "SongTitle")?);
     if let Some(orig) = &song.orig_artist {
@@ -135,12 +137,13 @@ pub async fn read(
         .into_response())
 }
 
-/// Change a song's fields.
+/// Change a song's fields (in jwt mode, only its creator).
 #[utoipa::path(put, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)), request_body = SongChanges,
     responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not the song's creator", body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 pub async fn update(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     AppJson(changes): AppJson<SongChanges>,
@@ -162,10 +165,30 @@ pub async fn update(
             "name at least one of Artist, SongTitle, OrigArtist",
         ));
     }
-    set(&state, &id, fields).await
+    set(&state, &caller, &id, fields).await
 }
 
-async fn set(state: &AppState, id: &str, fields: Map<String, Value>) -> Result<Response, ApiError> {
+/// The song, if `caller` may change it (404 or 403 otherwise).
+async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    if caller.user_id().is_none() {
+        return Ok(());
+    }
+    let song = state
+        .service
+        .datastore
+        .read(OBJTYPE, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    caller.must_own(kit::auth::owner_of(&song.fields), "song")
+}
+
+async fn set(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    fields: Map<String, Value>,
+) -> Result<Response, ApiError> {
+    owned(state, caller, id).await?;
     match state
         .service
         .datastore
@@ -178,15 +201,16 @@ async fn set(state: &AppState, id: &str, fields: Map<String, Value>) -> Result<R
     }
 }
 
-/// Delete a song.
+/// Delete a song (in jwt mode, only its creator).
 #[utoipa::path(delete, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)),
     responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
-              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, description = "Not the song's creator", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    owned(&state, &caller, &id).await?;
     if state.service.datastore.delete(OBJTYPE, &id).await? {
         Ok(id_body(&id).into_response())
     } else {
@@ -216,22 +240,29 @@ pub async fn read_orig_artist(
     Ok(Json(json!({ "orig_artist": orig })).into_response())
 }
 
-/// Set (or clear, with `null`) a song's original artist.
+/// Set (or clear, with `null`) a song's original artist (in jwt mode, only its creator).
 #[utoipa::path(put, path = "/api/v1/music/write_orig_artist/{music_id}", params(("music_id" = String, Path)), request_body = OrigArtist,
     responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not the song's creator", body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 pub async fn write_orig_artist(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     AppJson(body): AppJson<OrigArtist>,
 ) -> Result<Response, ApiError> {
     let value = match &body.orig_artist {
-        Some(orig) => text(orig, "orig_artist")?,
-        None => Value::Null,
+        Some(Some(orig)) => text(orig, "orig_artist")?,
+        Some(None) => Value::Null,
+        None => {
+            return Err(ApiError::bad_request(
+                "`orig_artist` is required (`null` clears it)",
+            ));
+        }
     };
     set(
         &state,
+        &caller,
         &id,
         Map::from_iter([("OrigArtist".to_owned(), value)]),
     )

@@ -82,7 +82,7 @@ async fn song_exists(state: &AppState, id: &str) -> Result<bool, ApiError> {
     responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, description = "An unknown song", body = ErrorBody)))]
 pub async fn create(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     AppJson(new): AppJson<NewPlaylist>,
 ) -> Result<Response, ApiError> {
@@ -94,10 +94,11 @@ pub async fn create(
             return Err(unknown_song(id));
         }
     }
-    let fields = Map::from_iter([
+    let mut fields = Map::from_iter([
         ("Name".to_owned(), name),
         ("Playlist".to_owned(), json!(ids)),
     ]);
+    fields.extend(caller.owner_fields());
     let id = state.datastore.write(OBJTYPE, fields).await?;
     Ok(id_body(&id).into_response())
 }
@@ -137,10 +138,10 @@ pub async fn read(
 /// Add a song at the end. Concurrent adds all land.
 #[utoipa::path(post, path = "/api/v1/playlist/{playlist_id}/add", params(("playlist_id" = String, Path)), request_body = Song,
     responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, description = "The song is already there", body = ErrorBody), (status = 422, description = "An unknown song", body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not the playlist's creator", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, description = "The song is already there", body = ErrorBody), (status = 422, description = "An unknown song", body = ErrorBody)))]
 pub async fn add(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     AppJson(song): AppJson<Song>,
@@ -152,7 +153,7 @@ pub async fn add(
     if !song_exists(&state, &music_id).await? {
         return Err(unknown_song(&music_id));
     }
-    edit(&state, &id, |ids| {
+    edit(&state, &caller, &id, |ids| {
         if ids.contains(&music_id) {
             return Err(ApiError::conflict(format!(
                 "song `{}` is already in the playlist",
@@ -174,16 +175,16 @@ pub async fn add(
 /// Remove a song.
 #[utoipa::path(post, path = "/api/v1/playlist/{playlist_id}/delete", params(("playlist_id" = String, Path)), request_body = Song,
     responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, description = "The song is not there", body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not the playlist's creator", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, description = "The song is not there", body = ErrorBody)))]
 pub async fn remove(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     AppJson(song): AppJson<Song>,
 ) -> Result<Response, ApiError> {
     let music_id = song.music_id.trim().to_owned();
-    edit(&state, &id, |ids| {
+    edit(&state, &caller, &id, |ids| {
         let before = ids.len();
         ids.retain(|s| *s != music_id);
         if ids.len() == before {
@@ -200,6 +201,7 @@ pub async fn remove(
 /// Read, change, and write back only if nobody wrote in between; retry otherwise.
 async fn edit(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     change: impl Fn(&mut Vec<String>) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
@@ -209,6 +211,7 @@ async fn edit(
             .read(OBJTYPE, id)
             .await?
             .ok_or_else(|| not_found(id))?;
+        caller.must_own(kit::auth::owner_of(&playlist.fields), "playlist")?;
         let mut ids = songs::stored(playlist.fields.get("Playlist"));
         change(&mut ids)?;
         let fields = Map::from_iter([("Playlist".to_owned(), json!(ids))]);
@@ -238,15 +241,23 @@ fn rand_u16() -> u16 {
     (nanos ^ (nanos >> 16)) as u16
 }
 
-/// Delete a playlist.
+/// Delete a playlist (in jwt mode, only its creator).
 #[utoipa::path(delete, path = "/api/v1/playlist/{playlist_id}", params(("playlist_id" = String, Path)),
     responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
-              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, description = "Not the playlist's creator", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    if caller.user_id().is_some() {
+        let playlist = state
+            .datastore
+            .read(OBJTYPE, &id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        caller.must_own(kit::auth::owner_of(&playlist.fields), "playlist")?;
+    }
     if state.datastore.delete(OBJTYPE, &id).await? {
         Ok(id_body(&id).into_response())
     } else {

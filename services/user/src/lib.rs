@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::routing::{get, put};
 use clap::Parser;
+use kit::app::ServiceState;
 use kit::config::AppArgs;
-use kit::{Kit, ServerArgs};
+use kit::{Auth, HasAuth, Kit, ServerArgs};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
@@ -26,6 +27,11 @@ pub struct Config {
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:30000", value_parser = kit::config::parse_listen)]
     pub listen: SocketAddr,
 
+    /// In jwt mode, let users without a password (course data loaded from CSV) log in
+    /// by `uid` alone. `scaler up` and `scaler demo` turn it on; deployments leave it off.
+    #[arg(long, env = "ALLOW_UID_LOGIN")]
+    pub allow_uid_login: bool,
+
     #[command(flatten)]
     pub app: AppArgs,
 
@@ -33,8 +39,39 @@ pub struct Config {
     pub server: ServerArgs,
 }
 
-/// user and playlist need nothing beyond the shared service state.
-pub type AppState = kit::app::ServiceState;
+/// The shared service state, the password workers and the login throttle.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub service: ServiceState,
+    pub passwords: password::Hasher,
+    pub throttle: password::Throttle,
+    pub allow_uid_login: bool,
+}
+
+impl AppState {
+    pub fn new(service: ServiceState, allow_uid_login: bool) -> Self {
+        Self {
+            service,
+            passwords: password::Hasher::new(),
+            throttle: password::Throttle::default(),
+            allow_uid_login,
+        }
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = ServiceState;
+
+    fn deref(&self) -> &ServiceState {
+        &self.service
+    }
+}
+
+impl HasAuth for AppState {
+    fn auth(&self) -> &Auth {
+        &self.service.auth
+    }
+}
 
 pub fn app(state: AppState) -> Router {
     let readiness = state.readiness();

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
         config.listen,
         &config.app,
         &config.server,
-        user::app,
+        |service| user::app(user::AppState::new(service, config.allow_uid_login)),
     )
     .await
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::{AppState, password};
+use crate::AppState;
 
 const OBJTYPE: &str = "user";
 const PASSWORD_FIELD: &str = "password_hash";
@@ -44,7 +44,8 @@ pub struct NewUser {
     fname: String,
     lname: String,
     email: String,
-    /// Optional; stored only as an Argon2 hash, and then required at login.
+    /// Stored only as an Argon2 hash, and then required at login. Required with
+    /// `AUTH_MODE=jwt`; optional in presence mode (as the course's users).
     password: Option<String>,
 }
 
@@ -80,10 +81,15 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no user with user_id `{}`", short(id)))
 }
 
-/// A user as returned: never its password hash or revocations.
-fn public(mut fields: Map<String, Value>) -> Map<String, Value> {
+/// A user as `caller` may see them: never the password hash or revocations, and in
+/// jwt mode another user's email neither.
+fn public(mut fields: Map<String, Value>, caller: &Caller) -> Map<String, Value> {
     for internal in INTERNAL {
         fields.remove(internal);
+    }
+    let theirs = fields.get("user_id").and_then(Value::as_str);
+    if !theirs.is_some_and(|id| caller.is(id)) {
+        fields.remove("email");
     }
     fields
 }
@@ -228,10 +234,11 @@ fn is_claim(id: &str) -> bool {
     id.starts_with(CLAIM_PREFIX)
 }
 
-/// Create a user.
+/// Create a user. With `AUTH_MODE=jwt` a password is required.
 #[utoipa::path(post, path = "/api/v1/user/", request_body = NewUser, security(()),
     responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
-              (status = 400, body = ErrorBody), (status = 409, description = "The email is taken", body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 409, description = "The email is taken", body = ErrorBody),
+              (status = 503, description = "Too many password hashes at once (`Retry-After`)", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     AppJson(user): AppJson<NewUser>,
@@ -242,6 +249,11 @@ pub async fn create(
     let address = email(&user.email)?;
     let address_text = address.as_str().unwrap_or_default().to_owned();
     fields.insert("email".into(), address);
+    if user.password.is_none() && state.auth.mode() == kit::auth::AuthMode::Jwt {
+        return Err(ApiError::bad_request(
+            "`password` is required (AUTH_MODE=jwt): users log in with it",
+        ));
+    }
     if let Some(password) = user.password {
         if password.is_empty() || password.len() > MAX_PASSWORD {
             return Err(ApiError::bad_request(format!(
@@ -250,7 +262,7 @@ pub async fn create(
         }
         fields.insert(
             PASSWORD_FIELD.into(),
-            Value::String(password::hash(password).await?),
+            Value::String(state.passwords.hash(password).await?),
         );
     }
     let id = uuid::Uuid::new_v4().to_string();
@@ -273,7 +285,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/user/", params(Paging),
     responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     AppQuery(paging): AppQuery<Paging>,
 ) -> Result<Response, ApiError> {
@@ -284,7 +296,7 @@ pub async fn list(
                 .get("user_id")
                 .and_then(Value::as_str)
                 .is_some_and(is_claim);
-            (!claim).then(|| public(fields))
+            (!claim).then(|| public(fields, &caller))
         })
         .await?;
     Ok(Json(page).into_response())
@@ -294,24 +306,26 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)),
     responses((status = 200, description = "`{\"Count\": 1, \"Items\": [user]}`", body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn read(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let user = find_user(&state, &id).await?;
-    Ok(Json(json!({"Count": 1, "Items": [public(user.fields)]})).into_response())
+    Ok(Json(json!({"Count": 1, "Items": [public(user.fields, &caller)]})).into_response())
 }
 
-/// Change a user's names or email.
+/// Change a user's names or email (in jwt mode, only one's own).
 #[utoipa::path(put, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)), request_body = UserChanges,
     responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Another user", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     AppJson(changes): AppJson<UserChanges>,
 ) -> Result<Response, ApiError> {
+    caller.must_be(&id)?;
     let mut fields = Map::new();
     if let Some(fname) = &changes.fname {
         fields.insert("fname".into(), text(fname, "fname")?);
@@ -358,15 +372,16 @@ pub async fn update(
     }
 }
 
-/// Delete a user (their tokens stop working).
+/// Delete a user (their tokens stop working; in jwt mode, only one's own account).
 #[utoipa::path(delete, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)),
     responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
-              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, description = "Another user", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.must_be(&id)?;
     let user = find_user(&state, &id).await?;
     let deleted = state.datastore.delete(OBJTYPE, &id).await?;
     state.auth.forget(&id);
@@ -392,19 +407,39 @@ async fn find_user(state: &AppState, id: &str) -> Result<kit::datastore::Version
 }
 
 /// Log in: the body of the answer is the bare JWT (text/plain), as the course's.
+///
+/// A user with a password needs it. A user without one (course data loaded from CSV)
+/// logs in by `uid` alone only in presence mode or where `ALLOW_UID_LOGIN` is on.
+/// Repeated failures for one user are answered 429 for a while (per replica).
 #[utoipa::path(put, path = "/api/v1/user/login", request_body = Login, security(()),
     responses((status = 200, description = "The token", body = String, content_type = "text/plain"),
-              (status = 400, body = ErrorBody), (status = 401, description = "Unknown user or wrong password", body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 401, description = "Unknown user or wrong password", body = ErrorBody),
+              (status = 429, description = "Too many failed logins for this user (`Retry-After`)", body = ErrorBody),
+              (status = 503, description = "Too many password checks at once (`Retry-After`)", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     AppJson(login): AppJson<Login>,
 ) -> Result<Response, ApiError> {
+    if login.uid.is_empty() || login.uid.len() > 256 {
+        return Err(ApiError::bad_request("`uid` must be a user id"));
+    }
+    state.throttle.check(&login.uid)?;
+    let outcome = check_login(&state, &login).await;
+    match &outcome {
+        Ok(()) => state.throttle.succeeded(&login.uid),
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => state.throttle.failed(&login.uid),
+        Err(_) => {}
+    }
+    outcome?;
+    let (token, _) = state.auth.issue(&login.uid);
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], token).into_response())
+}
+
+/// Ok when `login` names a user and proves it as this deployment requires; 401 otherwise.
+async fn check_login(state: &AppState, login: &Login) -> Result<(), ApiError> {
     let refused = || ApiError::unauthorized("unknown user or wrong password");
     if is_claim(&login.uid) {
         return Err(refused());
-    }
-    if login.uid.is_empty() || login.uid.len() > 256 {
-        return Err(ApiError::bad_request("`uid` must be a user id"));
     }
     let user = match state.datastore.read(OBJTYPE, &login.uid).await {
         Ok(Some(user)) => user,
@@ -415,16 +450,24 @@ pub async fn login(
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(hash) = user.fields.get(PASSWORD_FIELD).and_then(Value::as_str) {
-        let Some(password) = login.password else {
-            return Err(refused());
-        };
-        if !password::verify(password, hash.to_owned()).await? {
-            return Err(refused());
+    match user.fields.get(PASSWORD_FIELD).and_then(Value::as_str) {
+        Some(hash) => {
+            let Some(password) = login.password.clone() else {
+                return Err(refused());
+            };
+            if state.passwords.verify(password, hash.to_owned()).await? {
+                Ok(())
+            } else {
+                Err(refused())
+            }
         }
+        None if state.allow_uid_login || state.auth.mode() == kit::auth::AuthMode::Presence => {
+            Ok(())
+        }
+        None => Err(ApiError::unauthorized(
+            "this user has no password, and login by uid alone is off (ALLOW_UID_LOGIN)",
+        )),
     }
-    let (token, _) = state.auth.issue(&login.uid);
-    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], token).into_response())
 }
 
 /// Log off: revoke a token for every replica (within seconds) until it expires.

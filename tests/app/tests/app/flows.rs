@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::platform::Platform;
+use crate::platform::{PASSWORD, Platform};
 
 async fn song_flow(p: &Platform) {
     let id = p
@@ -98,13 +98,19 @@ async fn playlist_flow(p: &Platform) {
     );
 }
 
+async fn read_as(p: &Platform, auth: Option<&str>, path: &str) -> Value {
+    let response = p.call_as(auth, Method::GET, &p.user, path, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json::<Value>().await.expect("json")["Items"][0].clone()
+}
+
 async fn user_flow(p: &Platform) {
     let created = p
         .call(
             Method::POST,
             &p.user,
             "/api/v1/user/",
-            Some(json!({"fname": "Louis", "lname": "Armstrong", "email": "satchmo@nola.gov"})),
+            Some(json!({"fname": "Louis", "lname": "Armstrong", "email": "satchmo@nola.gov", "password": PASSWORD})),
         )
         .await;
     assert_eq!(created.status(), StatusCode::OK);
@@ -112,14 +118,20 @@ async fn user_flow(p: &Platform) {
         .as_str()
         .expect("id")
         .to_owned();
+    // In jwt mode a user changes only themselves: act as the new user.
+    let me = if p.auth.as_deref() == Some("Bearer A") {
+        p.auth.clone()
+    } else {
+        Some(format!("Bearer {}", p.login(&id, Some(PASSWORD)).await))
+    };
     let path = format!("/api/v1/user/{id}");
-    let user = p.item(&p.user, &path).await;
     assert_eq!(
-        user,
+        read_as(p, me.as_deref(), &path).await,
         json!({"user_id": id, "fname": "Louis", "lname": "Armstrong", "email": "satchmo@nola.gov"})
     );
     let updated = p
-        .call(
+        .call_as(
+            me.as_deref(),
             Method::PUT,
             &p.user,
             &path,
@@ -128,7 +140,7 @@ async fn user_flow(p: &Platform) {
         .await;
     assert_eq!(updated.status(), StatusCode::OK);
     // The names are not swapped, as they were in the course's service.
-    let user = p.item(&p.user, &path).await;
+    let user = read_as(p, me.as_deref(), &path).await;
     assert_eq!(
         (user["fname"].as_str(), user["lname"].as_str()),
         (Some("Louis"), Some("Satchmo"))
@@ -141,7 +153,9 @@ async fn user_flow(p: &Platform) {
         .expect("json");
     assert!(list["Count"].as_u64().is_some_and(|n| n >= 1));
     assert_eq!(
-        p.call(Method::DELETE, &p.user, &path, None).await.status(),
+        p.call_as(me.as_deref(), Method::DELETE, &p.user, &path, None)
+            .await
+            .status(),
         StatusCode::OK
     );
 }

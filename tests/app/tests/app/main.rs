@@ -5,6 +5,7 @@ mod auth;
 mod concurrency;
 mod errors;
 mod flows;
+mod hardening;
 mod openapi;
 mod platform;
 mod properties;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef";
+/// The password of the users `login_new_user` creates.
+pub const PASSWORD: &str = "a test password";
 
 /// Builds the four binaries once per test run and returns their folder.
 fn binaries() -> &'static PathBuf {
@@ -66,7 +68,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn start(name: &str, envs: &[(String, String)], dir: &std::path::Path) -> Self {
+    pub fn start(name: &str, envs: &[(String, String)], dir: &std::path::Path) -> Self {
         let port = free_port();
         let log = dir.join(format!("{name}-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -88,7 +90,22 @@ impl Process {
         }
     }
 
-    async fn wait_ready(&self) {
+    /// The process id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, once it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_ready(&self) {
         let http = client();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -123,6 +140,8 @@ pub struct Options {
     pub music_env: Vec<(String, String)>,
     /// Extra environment for every process (e.g. OTEL_EXPORTER_OTLP_ENDPOINT).
     pub common_env: Vec<(String, String)>,
+    /// Extra environment for the user service (e.g. ALLOW_UID_LOGIN).
+    pub user_env: Vec<(String, String)>,
 }
 
 pub struct Platform {
@@ -161,7 +180,11 @@ impl Platform {
             ),
             ("JWT_SECRET".to_owned(), SECRET.to_owned()),
         ]);
-        let user = Process::start("user", &common, dir.path());
+        let user = Process::start(
+            "user",
+            &[common.clone(), options.user_env.clone()].concat(),
+            dir.path(),
+        );
         let music = Process::start(
             "music",
             &[common.clone(), options.music_env.clone()].concat(),
@@ -210,7 +233,7 @@ impl Platform {
                 Method::POST,
                 &self.user,
                 "/api/v1/user/",
-                Some(serde_json::json!({"fname": "Tina", "lname": "Weymouth", "email": unique})),
+                Some(serde_json::json!({"fname": "Tina", "lname": "Weymouth", "email": unique, "password": PASSWORD})),
             )
             .await;
         assert_eq!(created.status(), StatusCode::OK);
@@ -218,7 +241,7 @@ impl Platform {
             .as_str()
             .expect("id")
             .to_owned();
-        self.login(&id, None).await
+        self.login(&id, Some(PASSWORD)).await
     }
 
     pub async fn login(&self, uid: &str, password: Option<&str>) -> String {
