@@ -13,6 +13,7 @@ pub const MAX_TEXT: usize = 1024;
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 pub struct Paging {
     /// Items per page (1 to 1000, default 100).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// The `next` of the previous page.
     pub cursor: Option<String>,

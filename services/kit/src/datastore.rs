@@ -62,6 +62,13 @@ impl From<DatastoreError> for ApiError {
     }
 }
 
+/// Whether the gateway can hold an item with this id (its `check_id`: not empty, at
+/// most 256 bytes, no NUL, not starting with its reserved `__`). Any other id names no
+/// item: reads find nothing, without asking the gateway, instead of passing on its 400.
+pub fn is_item_id(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 256 && !key.starts_with("__") && !key.contains('\0')
+}
+
 /// The id the readiness check reads (no item has it: ids are UUIDs).
 const READINESS_KEY: &str = "readiness-check";
 
@@ -135,6 +142,9 @@ impl Datastore {
         objtype: &str,
         key: &str,
     ) -> Result<Option<Versioned>, DatastoreError> {
+        if !is_item_id(key) {
+            return Ok(None);
+        }
         let response = self
             .send(
                 self.http
@@ -173,6 +183,9 @@ impl Datastore {
         objtype: &str,
         key: &str,
     ) -> Result<Option<bytes::Bytes>, DatastoreError> {
+        if !is_item_id(key) {
+            return Ok(None);
+        }
         let response = self
             .send(
                 self.http
@@ -220,6 +233,9 @@ impl Datastore {
         fields: &Map<String, Value>,
         if_match: Option<&str>,
     ) -> Result<Updated, DatastoreError> {
+        if !is_item_id(key) {
+            return Ok(Updated::NotFound);
+        }
         let mut request = self
             .http
             .put(self.url("update"))
@@ -239,6 +255,9 @@ impl Datastore {
 
     /// Deletes an item; `false` if there was none.
     pub async fn delete(&self, objtype: &str, key: &str) -> Result<bool, DatastoreError> {
+        if !is_item_id(key) {
+            return Ok(false);
+        }
         let response = self
             .send(
                 self.http

@@ -20,7 +20,7 @@ const OBJTYPE: &str = "music";
 #[openapi(
     info(title = "scalelab music service", description = "CMPT 756 music service (s2): songs, v1 and v2 behaviour."),
     paths(create, list, read, update, delete, read_orig_artist, write_orig_artist),
-    components(schemas(NewSong, SongChanges, OrigArtist, ErrorBody)),
+    components(schemas(NewSong, SongChanges, OrigArtist, SongId, Song, SongPage, SongRead, OrigArtistAnswer, ErrorBody)),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -30,23 +30,30 @@ pub struct ApiDoc;
 #[serde(deny_unknown_fields)]
 pub struct NewSong {
     #[serde(rename = "Artist")]
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     artist: String,
     #[serde(rename = "SongTitle")]
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     song_title: String,
     #[serde(rename = "OrigArtist", default)]
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     orig_artist: Option<String>,
 }
 
 /// Fields of a song to change; at least one.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct SongChanges {
     #[serde(rename = "Artist")]
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     artist: Option<String>,
     #[serde(rename = "SongTitle")]
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     song_title: Option<String>,
+    /// `null` clears it.
     #[serde(rename = "OrigArtist", default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1024, pattern = r"\S")]
     orig_artist: Option<Option<String>>,
 }
 
@@ -55,8 +62,53 @@ pub struct SongChanges {
 #[serde(deny_unknown_fields)]
 pub struct OrigArtist {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, required = true)]
+    #[schema(value_type = Option<String>, required = true, min_length = 1, max_length = 1024, pattern = r"\S")]
     orig_artist: Option<Option<String>>,
+}
+
+/// The id of the song a change was made to.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SongId {
+    music_id: String,
+}
+
+/// A song as stored.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Song {
+    music_id: String,
+    #[serde(rename = "Artist")]
+    artist: String,
+    #[serde(rename = "SongTitle")]
+    song_title: String,
+    #[serde(rename = "OrigArtist")]
+    orig_artist: Option<String>,
+    /// The user who created it (jwt mode); absent for loaded course data.
+    owner_id: Option<String>,
+}
+
+/// One page of songs; `next` is the `cursor` of the following page (`null` at the end).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SongPage {
+    #[serde(rename = "Count")]
+    count: usize,
+    #[serde(rename = "Items")]
+    items: Vec<Song>,
+    next: Option<String>,
+}
+
+/// A song read: `Count` 1 and the song.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SongRead {
+    #[serde(rename = "Count")]
+    count: usize,
+    #[serde(rename = "Items")]
+    #[schema(min_items = 1, max_items = 1)]
+    items: Vec<Song>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct OrigArtistAnswer {
+    orig_artist: Option<String>,
 }
 
 /// Tells "absent" (`None`) from "null" (`Some(None)`).
@@ -74,7 +126,7 @@ fn not_found(id: &str) -> ApiError {
 
 /// Create a song.
 #[utoipa::path(post, path = "/api/v1/music/", request_body = NewSong,
-    responses((status = 200, description = "The new song's id", body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
+    responses((status = 200, description = "The new song's id", body = SongId, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn create(
     caller: Caller,
@@ -93,7 +145,7 @@ pub async fn create(
 
 /// List songs, a page at a time.
 #[utoipa::path(get, path = "/api/v1/music/", params(Paging),
-    responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SongPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     _: Caller,
     State(state): State<AppState>,
@@ -109,7 +161,7 @@ pub async fn list(
 
 /// Read a song. Version v2 fails a share of these with 500 `{"error":"get_song failed"}`.
 #[utoipa::path(get, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)),
-    responses((status = 200, description = "`{\"Count\": 1, \"Items\": [song]}`", body = Object), (status = 401, body = ErrorBody),
+    responses((status = 200, body = SongRead), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 500, description = "v2's injected failure", body = ErrorBody)))]
 pub async fn read(
     _: Caller,
@@ -139,7 +191,7 @@ pub async fn read(
 
 /// Change a song's fields (in jwt mode, only its creator).
 #[utoipa::path(put, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)), request_body = SongChanges,
-    responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
+    responses((status = 200, body = SongId, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not the song's creator", body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn update(
@@ -203,7 +255,7 @@ async fn set(
 
 /// Delete a song (in jwt mode, only its creator).
 #[utoipa::path(delete, path = "/api/v1/music/{music_id}", params(("music_id" = String, Path)),
-    responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
+    responses((status = 200, body = SongId, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
               (status = 401, body = ErrorBody), (status = 403, description = "Not the song's creator", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     caller: Caller,
@@ -220,7 +272,7 @@ pub async fn delete(
 
 /// Read a song's original artist.
 #[utoipa::path(get, path = "/api/v1/music/read_orig_artist/{music_id}", params(("music_id" = String, Path)),
-    responses((status = 200, body = Object, example = json!({"orig_artist": "Bob Dylan"})), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = OrigArtistAnswer, example = json!({"orig_artist": "Bob Dylan"})), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn read_orig_artist(
     _: Caller,
     State(state): State<AppState>,
@@ -242,7 +294,7 @@ pub async fn read_orig_artist(
 
 /// Set (or clear, with `null`) a song's original artist (in jwt mode, only its creator).
 #[utoipa::path(put, path = "/api/v1/music/write_orig_artist/{music_id}", params(("music_id" = String, Path)), request_body = OrigArtist,
-    responses((status = 200, body = Object, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
+    responses((status = 200, body = SongId, example = json!({"music_id": "6ecfafd0-8a35-4af6-a9e2-cbd79b3abeea"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not the song's creator", body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn write_orig_artist(

@@ -24,7 +24,7 @@ const MAX_ATTEMPTS: u32 = 200;
 #[openapi(
     info(title = "scalelab playlist service", description = "CMPT 756 playlist service (s3): ordered lists of songs."),
     paths(create, list, read, add, remove, delete),
-    components(schemas(NewPlaylist, Song, ErrorBody)),
+    components(schemas(NewPlaylist, Song, PlaylistId, Playlist, PlaylistPage, PlaylistRead, ErrorBody)),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -34,6 +34,7 @@ pub struct ApiDoc;
 #[serde(deny_unknown_fields)]
 pub struct NewPlaylist {
     #[serde(rename = "Name")]
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     name: String,
     /// Music ids: the course's comma-separated string, or a JSON array.
     #[serde(rename = "Playlist")]
@@ -45,7 +46,46 @@ pub struct NewPlaylist {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Song {
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     music_id: String,
+}
+
+/// The id of the playlist a change was made to.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct PlaylistId {
+    playlist_id: String,
+}
+
+/// A playlist: its name and its songs' ids in order.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Playlist {
+    playlist_id: String,
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Playlist")]
+    playlist: Vec<String>,
+    /// The user who created it (jwt mode); absent for loaded course data.
+    owner_id: Option<String>,
+}
+
+/// One page of playlists; `next` is the `cursor` of the following page (`null` at the end).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct PlaylistPage {
+    #[serde(rename = "Count")]
+    count: usize,
+    #[serde(rename = "Items")]
+    items: Vec<Playlist>,
+    next: Option<String>,
+}
+
+/// A playlist read: `Count` 1 and the playlist.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct PlaylistRead {
+    #[serde(rename = "Count")]
+    count: usize,
+    #[serde(rename = "Items")]
+    #[schema(min_items = 1, max_items = 1)]
+    items: Vec<Playlist>,
 }
 
 fn id_body(id: &str) -> Json<Value> {
@@ -79,7 +119,7 @@ async fn song_exists(state: &AppState, id: &str) -> Result<bool, ApiError> {
 
 /// Create a playlist; every song must exist.
 #[utoipa::path(post, path = "/api/v1/playlist/", request_body = NewPlaylist,
-    responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
+    responses((status = 200, body = PlaylistId, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, description = "An unknown song", body = ErrorBody)))]
 pub async fn create(
     caller: Caller,
@@ -105,7 +145,7 @@ pub async fn create(
 
 /// List playlists, a page at a time.
 #[utoipa::path(get, path = "/api/v1/playlist/", params(Paging),
-    responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = PlaylistPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     _: Caller,
     State(state): State<AppState>,
@@ -120,7 +160,7 @@ pub async fn list(
 
 /// Read a playlist: its Name and its songs in order.
 #[utoipa::path(get, path = "/api/v1/playlist/{playlist_id}", params(("playlist_id" = String, Path)),
-    responses((status = 200, description = "`{\"Count\": 1, \"Items\": [{\"playlist_id\", \"Name\", \"Playlist\": [ids]}]}`", body = Object),
+    responses((status = 200, body = PlaylistRead),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn read(
     _: Caller,
@@ -137,7 +177,7 @@ pub async fn read(
 
 /// Add a song at the end. Concurrent adds all land.
 #[utoipa::path(post, path = "/api/v1/playlist/{playlist_id}/add", params(("playlist_id" = String, Path)), request_body = Song,
-    responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
+    responses((status = 200, body = PlaylistId, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not the playlist's creator", body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, description = "The song is already there", body = ErrorBody), (status = 422, description = "An unknown song", body = ErrorBody)))]
 pub async fn add(
@@ -174,7 +214,7 @@ pub async fn add(
 
 /// Remove a song.
 #[utoipa::path(post, path = "/api/v1/playlist/{playlist_id}/delete", params(("playlist_id" = String, Path)), request_body = Song,
-    responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
+    responses((status = 200, body = PlaylistId, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not the playlist's creator", body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, description = "The song is not there", body = ErrorBody)))]
 pub async fn remove(
@@ -243,7 +283,7 @@ fn rand_u16() -> u16 {
 
 /// Delete a playlist (in jwt mode, only its creator).
 #[utoipa::path(delete, path = "/api/v1/playlist/{playlist_id}", params(("playlist_id" = String, Path)),
-    responses((status = 200, body = Object, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
+    responses((status = 200, body = PlaylistId, example = json!({"playlist_id": "073ebbe0-3b98-4602-b7ed-2615ae9ee7b1"})),
               (status = 401, body = ErrorBody), (status = 403, description = "Not the playlist's creator", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     caller: Caller,

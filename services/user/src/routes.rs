@@ -22,7 +22,7 @@ const OBJTYPE: &str = "user";
 const PASSWORD_FIELD: &str = "password_hash";
 /// Fields kept on the user item that are never returned.
 const INTERNAL: [&str; 2] = [PASSWORD_FIELD, REVOKED_FIELD];
-/// Longest accepted password, in bytes (Argon2 takes any, but bodies stay small).
+/// Longest accepted password, in characters (Argon2 takes any, but bodies stay small).
 const MAX_PASSWORD: usize = 1024;
 /// Conditional-update attempts before a logoff gives up (it has heavy contention only
 /// if one user logs off hundreds of tokens at once).
@@ -32,7 +32,7 @@ const MAX_ATTEMPTS: usize = 50;
 #[openapi(
     info(title = "scalelab user service", description = "CMPT 756 user service (s1): users, login and logoff."),
     paths(create, list, read, update, delete, login, logoff),
-    components(schemas(NewUser, UserChanges, Login, Logoff, ErrorBody)),
+    components(schemas(NewUser, UserChanges, Login, Logoff, UserId, User, UserPage, UserRead, Empty, ErrorBody)),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -41,27 +41,75 @@ pub struct ApiDoc;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     fname: String,
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     lname: String,
+    #[schema(min_length = 3, max_length = 1024, pattern = r"^\s*[^@\s]+@\S+\s*$")]
     email: String,
     /// Stored only as an Argon2 hash, and then required at login. Required with
     /// `AUTH_MODE=jwt`; optional in presence mode (as the course's users).
+    #[schema(min_length = 1, max_length = 1024)]
     password: Option<String>,
 }
 
 /// Fields of a user to change; at least one.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UserChanges {
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     fname: Option<String>,
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     lname: Option<String>,
+    #[schema(min_length = 3, max_length = 1024, pattern = r"^\s*[^@\s]+@\S+\s*$")]
     email: Option<String>,
 }
+
+/// The id of the user a change was made to.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct UserId {
+    user_id: String,
+}
+
+/// A user as others see them; `email` only to the user themselves (and in presence mode).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct User {
+    user_id: String,
+    fname: String,
+    lname: String,
+    email: Option<String>,
+}
+
+/// One page of users; `next` is the `cursor` of the following page (`null` at the end).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct UserPage {
+    #[serde(rename = "Count")]
+    count: usize,
+    #[serde(rename = "Items")]
+    items: Vec<User>,
+    next: Option<String>,
+}
+
+/// A user read: `Count` 1 and the user.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct UserRead {
+    #[serde(rename = "Count")]
+    count: usize,
+    #[serde(rename = "Items")]
+    #[schema(min_items = 1, max_items = 1)]
+    items: Vec<User>,
+}
+
+/// An empty object.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Empty {}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     /// The user's id.
+    #[schema(min_length = 1, max_length = 256)]
     uid: String,
     password: Option<String>,
 }
@@ -236,7 +284,7 @@ fn is_claim(id: &str) -> bool {
 
 /// Create a user. With `AUTH_MODE=jwt` a password is required.
 #[utoipa::path(post, path = "/api/v1/user/", request_body = NewUser, security(()),
-    responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
+    responses((status = 200, body = UserId, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
               (status = 400, body = ErrorBody), (status = 409, description = "The email is taken", body = ErrorBody),
               (status = 503, description = "Too many password hashes at once (`Retry-After`)", body = ErrorBody)))]
 pub async fn create(
@@ -255,9 +303,9 @@ pub async fn create(
         ));
     }
     if let Some(password) = user.password {
-        if password.is_empty() || password.len() > MAX_PASSWORD {
+        if password.is_empty() || password.chars().count() > MAX_PASSWORD {
             return Err(ApiError::bad_request(format!(
-                "`password` must be 1 to {MAX_PASSWORD} bytes"
+                "`password` must be 1 to {MAX_PASSWORD} characters"
             )));
         }
         fields.insert(
@@ -283,7 +331,7 @@ pub async fn create(
 
 /// List users, a page at a time.
 #[utoipa::path(get, path = "/api/v1/user/", params(Paging),
-    responses((status = 200, description = "`{\"Count\", \"Items\", \"next\"}`", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = UserPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -304,7 +352,7 @@ pub async fn list(
 
 /// Read a user.
 #[utoipa::path(get, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)),
-    responses((status = 200, description = "`{\"Count\": 1, \"Items\": [user]}`", body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = UserRead), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn read(
     caller: Caller,
     State(state): State<AppState>,
@@ -316,7 +364,7 @@ pub async fn read(
 
 /// Change a user's names or email (in jwt mode, only one's own).
 #[utoipa::path(put, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)), request_body = UserChanges,
-    responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
+    responses((status = 200, body = UserId, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Another user", body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update(
@@ -374,7 +422,7 @@ pub async fn update(
 
 /// Delete a user (their tokens stop working; in jwt mode, only one's own account).
 #[utoipa::path(delete, path = "/api/v1/user/{user_id}", params(("user_id" = String, Path)),
-    responses((status = 200, body = Object, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
+    responses((status = 200, body = UserId, example = json!({"user_id": "b66f61e7-4fad-402f-aaad-101e3e2522d3"})),
               (status = 401, body = ErrorBody), (status = 403, description = "Another user", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     caller: Caller,
@@ -472,7 +520,7 @@ async fn check_login(state: &AppState, login: &Login) -> Result<(), ApiError> {
 
 /// Log off: revoke a token for every replica (within seconds) until it expires.
 #[utoipa::path(put, path = "/api/v1/user/logoff", request_body = Logoff,
-    responses((status = 200, body = Object, example = json!({})), (status = 400, description = "Not a token of ours", body = ErrorBody),
+    responses((status = 200, body = Empty, example = json!({})), (status = 400, description = "Not a token of ours", body = ErrorBody),
               (status = 401, body = ErrorBody)))]
 pub async fn logoff(
     _: Caller,
