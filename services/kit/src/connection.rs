@@ -306,7 +306,7 @@ async fn linger(mut stream: TcpStream, unsent: Vec<u8>) {
     let drain = async {
         stream.write_all(&unsent).await?;
         let _ = stream.shutdown().await;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
         let mut left = LINGER_BYTES;
         while left > 0 {
             let n = stream.read(&mut buf).await?;

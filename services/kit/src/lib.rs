@@ -6,6 +6,7 @@
 //! tracing with W3C trace context, Prometheus metrics, JSON error envelope, panic
 //! catching, request timeout, body limit). [`serve`] then runs it with graceful shutdown.
 
+mod accept;
 pub mod api;
 pub mod app;
 pub mod auth;
