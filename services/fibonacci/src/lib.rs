@@ -117,9 +117,9 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.server.shutdown_grace;
+    let server = state.server.clone();
     let sampler = tokio::spawn(sample_stats(state.clone()));
-    let result = kit::serve(listener, app(state), shutdown, grace).await;
+    let result = kit::serve_with(listener, app(state), shutdown, &server).await;
     sampler.abort();
     result
 }

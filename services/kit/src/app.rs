@@ -68,13 +68,8 @@ pub async fn main(
     let listener = crate::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    crate::serve(
-        listener,
-        router(state),
-        crate::shutdown_signal(),
-        server.shutdown_grace,
-    )
-    .await
-    .context("serving")?;
+    crate::serve_with(listener, router(state), crate::shutdown_signal(), server)
+        .await
+        .context("serving")?;
     Ok(())
 }

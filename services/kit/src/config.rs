@@ -23,6 +23,27 @@ pub struct ServerArgs {
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Longest a client may take to send a request's headers, from its connection
+    /// opening or its first byte after an idle keep-alive wait; then the connection
+    /// closes (slowloris).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Longest a keep-alive connection may wait, idle, for its next request before it
+    /// is closed.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Largest request line plus headers, in bytes (at least 8192): the most a
+    /// connection buffers for a request it has not finished sending. Above it the
+    /// answer is 431 (414 for a request line alone).
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = parse_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Most connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -54,6 +75,10 @@ impl Default for ServerArgs {
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
             log_format: "text".to_owned(),
             cpu_limit: None,
             healthcheck: false,
@@ -185,6 +210,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{text}`: {e}"))
 }
 
+/// The smallest header buffer hyper accepts (it panics below it).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// Parses `--max-header-bytes`: a byte count of at least [`MIN_HEADER_BYTES`].
+pub fn parse_header_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of bytes"))?;
+    if bytes < MIN_HEADER_BYTES {
+        return Err(format!(
+            "{bytes} is below the minimum of {MIN_HEADER_BYTES} bytes"
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Parses a listen address, accepting a bare port (`8080`) as `0.0.0.0:8080`.
 pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = text.parse::<u16>() {
@@ -207,6 +249,13 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn header_bytes_below_the_minimum_are_refused() {
+        assert_eq!(parse_header_bytes("65536"), Ok(65536));
+        assert!(parse_header_bytes("4096").is_err());
+        assert!(parse_header_bytes("lots").is_err());
     }
 
     #[test]

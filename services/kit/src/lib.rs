@@ -6,11 +6,13 @@
 //! tracing with W3C trace context, Prometheus metrics, JSON error envelope, panic
 //! catching, request timeout, body limit). [`serve`] then runs it with graceful shutdown.
 
+mod accept;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
+mod connection;
 pub mod cpu_limit;
 pub mod datastore;
 pub mod docs;
@@ -30,4 +32,4 @@ pub use error::ApiError;
 pub use extract::{AppJson, AppQuery};
 pub use health::{Readiness, ReadinessCheck};
 pub use metrics::Metrics;
-pub use server::{Kit, bind, serve, shutdown_signal};
+pub use server::{Kit, bind, serve, serve_with, shutdown_signal};

@@ -10,7 +10,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -19,6 +18,7 @@ use tower_http::request_id::{
 };
 use tower_http::timeout::TimeoutLayer;
 
+use crate::accept::Limits;
 use crate::config::ServerArgs;
 use crate::error::envelope;
 use crate::health::{self, Readiness};
@@ -174,26 +174,37 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `router` until `shutdown` resolves, then lets in-flight requests finish for
-/// at most `grace` before returning.
+/// at most `grace` before returning. The connection limits are [`ServerArgs`]'
+/// defaults; [`serve_with`] takes them from flags.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (started_tx, started_rx) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        shutdown.await;
-        let _ = started_tx.send(true);
+    let args = ServerArgs {
+        shutdown_grace: grace,
+        ..ServerArgs::default()
     };
-    let listener = listener.tap_io(|tcp| {
-        // Small request/response exchanges: do not wait to coalesce packets.
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    serve_with(listener, router, shutdown, &args).await
+}
+
+/// Serves `router` over HTTP/1.1 and HTTP/2 (prior knowledge) until `shutdown`
+/// resolves, then lets in-flight requests finish for at most `args.shutdown_grace`.
+/// Connections keep `args`' header-read and idle timeouts, header buffer bound and
+/// connection cap (see `connection.rs`).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    args: &ServerArgs,
+) -> std::io::Result<()> {
+    let grace = args.shutdown_grace;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = crate::accept::accept_loop(listener, router, stop_rx, Limits::from(args));
     let deadline = async move {
-        let mut rx = started_rx;
-        let _ = rx.wait_for(|started| *started).await;
+        shutdown.await;
+        let _ = stop_tx.send(true);
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
             "shutting down; draining in-flight requests"
@@ -201,9 +212,9 @@ pub async fn serve(
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = server => {
+        () = server => {
             tracing::info!("stopped");
-            result
+            Ok(())
         }
         () = deadline => {
             tracing::warn!("drain took longer than the grace period; closing the remaining connections");

@@ -106,6 +106,6 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.service.server.shutdown_grace;
-    kit::serve(listener, app(state), shutdown, grace).await
+    let server = state.service.server.clone();
+    kit::serve_with(listener, app(state), shutdown, &server).await
 }

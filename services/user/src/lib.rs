@@ -97,6 +97,6 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.server.shutdown_grace;
-    kit::serve(listener, app(state), shutdown, grace).await
+    let server = state.server.clone();
+    kit::serve_with(listener, app(state), shutdown, &server).await
 }

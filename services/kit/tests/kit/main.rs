@@ -12,6 +12,8 @@ use kit::{ApiError, AppJson, Kit, Readiness, ServerArgs};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
+mod connections;
+
 fn args() -> ServerArgs {
     ServerArgs {
         body_limit: 1024,
