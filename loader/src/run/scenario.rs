@@ -130,7 +130,83 @@ impl Injection {
     }
 }
 
+/// The number of active users a closed-model injection wants at `t` seconds (scaled
+/// time); `None` once it has ended.
+pub type Profile = Box<dyn Fn(f64) -> Option<i64> + Send>;
+
+/// A scenario duration (`"10s"`) compressed by the run's time scale.
+pub fn scaled(text: &str, scale: f64) -> anyhow::Result<Duration> {
+    let d = kit::config::parse_duration(text).map_err(anyhow::Error::msg)?;
+    Ok(d.div_f64(scale.max(1e-6)))
+}
+
+impl Injection {
+    /// The closed model's user profile at time scale `scale`. The open model
+    /// (`constant_rate`) has none: the engine paces its arrivals itself.
+    pub fn profile(&self, scale: f64) -> anyhow::Result<Profile> {
+        Ok(match self {
+            Self::AtOnce { users } => {
+                let users = *users as i64;
+                Box::new(move |_| Some(users))
+            }
+            Self::Ramp { users, over } => {
+                // Users start evenly over the window; each runs its chain (and loops if forever).
+                let over = scaled(over, scale)?.as_secs_f64().max(1e-3);
+                let users = *users as f64;
+                Box::new(move |t| Some(((t / over).min(1.0) * users).ceil() as i64))
+            }
+            Self::RampConcurrent {
+                from,
+                to,
+                over,
+                over_per_user,
+            } => {
+                let over = match (over, over_per_user) {
+                    (Some(over), _) => scaled(over, scale)?,
+                    (None, Some(each)) => scaled(each, scale)? * (*to).max(1) as u32,
+                    (None, None) => {
+                        anyhow::bail!("ramp_concurrent needs `over` or `over_per_user`")
+                    }
+                };
+                let over = over.as_secs_f64().max(1e-3);
+                let (from, to) = (*from as f64, *to as f64);
+                Box::new(move |t| Some((from + (to - from) * (t / over).min(1.0)).round() as i64))
+            }
+            Self::Steps { steps } => {
+                let mut ends = Vec::new();
+                let mut at = 0.0;
+                for (users, hold) in steps {
+                    at += scaled(hold, scale)?.as_secs_f64();
+                    ends.push((at, *users as i64));
+                }
+                Box::new(move |t| ends.iter().find(|(end, _)| t < *end).map(|(_, u)| *u))
+            }
+            Self::ConstantRate { .. } => {
+                anyhow::bail!("constant_rate is an open model: it has no user profile")
+            }
+        })
+    }
+}
+
 impl Scenario {
+    /// Reads a scenario from its TOML text (after `${env.…}` substitution): its
+    /// durations and injection are checked here, so a bad file fails before a run.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let scenario: Scenario = toml::from_str(&substitute_env(text))?;
+        anyhow::ensure!(!scenario.requests.is_empty(), "no requests");
+        scenario.think.bounds()?;
+        match &scenario.injection {
+            Injection::ConstantRate { per_second, during } => {
+                anyhow::ensure!(*per_second > 0.0, "per_second must be positive");
+                scaled(during, 1.0)?;
+            }
+            closed => {
+                drop(closed.profile(1.0)?);
+            }
+        }
+        Ok(scenario)
+    }
+
     /// A name in `gatling/scenarios/` (with or without `.toml`), or a path.
     pub fn load(name: &str, dirs: &[PathBuf]) -> anyhow::Result<(Self, PathBuf)> {
         let direct = Path::new(name);
@@ -163,13 +239,8 @@ impl Scenario {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let scenario: Scenario = toml::from_str(&substitute_env(&text))
+        let scenario = Self::parse(&text)
             .with_context(|| format!("{}: not a valid scenario", path.display()))?;
-        anyhow::ensure!(
-            !scenario.requests.is_empty(),
-            "{}: no requests",
-            path.display()
-        );
         Ok((scenario, path))
     }
 }
