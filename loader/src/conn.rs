@@ -241,6 +241,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let size_text = std::str::from_utf8(&self.buf[..line]).map_err(|_| "bad chunk")?;
             let size_text = size_text.split(';').next().unwrap_or("").trim();
             let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+            // The chunk and its CRLF; a size near usize::MAX is never sent.
+            let framed = size.checked_add(2).ok_or("bad chunk size")?;
             self.buf.advance(line + 2);
             if size == 0 {
                 // Trailers, if any, end with an empty line.
@@ -255,12 +257,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 }
             }
-            while self.buf.len() < size + 2 {
+            while self.buf.len() < framed {
                 if !self.fill().await? {
                     return Err("connection closed inside a chunk".into());
                 }
             }
-            self.buf.advance(size + 2);
+            self.buf.advance(framed);
             total += size;
         }
     }
@@ -495,6 +497,39 @@ mod tests {
             }
         );
         assert!(c.open.is_empty(), "closed on `connection: close`");
+    }
+
+    #[test]
+    fn a_chunk_size_near_the_largest_number_is_an_error_not_an_overflow() {
+        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nab\r\n0\r\n\r\n";
+        let read = read_answers(answer, answer.len(), false);
+        assert_eq!(read, vec![Err("bad chunk size".to_owned())]);
+    }
+
+    #[test]
+    fn answers_read_the_same_whatever_the_split_into_reads() {
+        let answers = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloHTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\nHTTP/1.0 200 OK\r\n\r\nuntil close";
+        let whole = read_answers(answers, answers.len(), false);
+        assert_eq!(
+            whole,
+            vec![
+                Ok(Answer {
+                    status: 200,
+                    body_len: 5
+                }),
+                Ok(Answer {
+                    status: 201,
+                    body_len: 3
+                }),
+                Ok(Answer {
+                    status: 200,
+                    body_len: 11
+                }),
+            ]
+        );
+        for piece in 1..8 {
+            assert_eq!(read_answers(answers, piece, false), whole, "{piece}");
+        }
     }
 
     #[test]

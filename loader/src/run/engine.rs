@@ -251,7 +251,8 @@ impl Shared {
         } else {
             min
         };
-        tokio::time::sleep(pause.div_f64(self.plan.time_scale.max(1e-6))).await;
+        let pause = super::scenario::compress(pause, self.plan.time_scale).unwrap_or(Duration::MAX);
+        tokio::time::sleep(pause).await;
     }
 }
 

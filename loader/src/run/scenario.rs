@@ -134,10 +134,16 @@ impl Injection {
 /// time); `None` once it has ended.
 pub type Profile = Box<dyn Fn(f64) -> Option<i64> + Send>;
 
-/// A scenario duration (`"10s"`) compressed by the run's time scale.
+/// A scenario duration (`"10s"`) compressed by the run's time scale; one too long to
+/// represent is an error.
 pub fn scaled(text: &str, scale: f64) -> anyhow::Result<Duration> {
     let d = kit::config::parse_duration(text).map_err(anyhow::Error::msg)?;
-    Ok(d.div_f64(scale.max(1e-6)))
+    compress(d, scale).with_context(|| format!("`{text}` at time scale {scale} is too long"))
+}
+
+/// `d` divided by the time scale, `None` when that overflows.
+pub fn compress(d: Duration, scale: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(d.as_secs_f64() / scale.max(1e-6)).ok()
 }
 
 impl Injection {
@@ -163,7 +169,10 @@ impl Injection {
             } => {
                 let over = match (over, over_per_user) {
                     (Some(over), _) => scaled(over, scale)?,
-                    (None, Some(each)) => scaled(each, scale)? * (*to).max(1) as u32,
+                    (None, Some(each)) => u32::try_from((*to).max(1))
+                        .ok()
+                        .and_then(|to| scaled(each, scale).ok()?.checked_mul(to))
+                        .context("`over_per_user` times `to` is too long")?,
                     (None, None) => {
                         anyhow::bail!("ramp_concurrent needs `over` or `over_per_user`")
                     }
@@ -284,6 +293,25 @@ mod tests {
         );
         let row = BTreeMap::from([("UUID".to_owned(), "abc".to_owned())]);
         assert_eq!(fill("/api/v1/music/${UUID}", &row), "/api/v1/music/abc");
+    }
+
+    /// Found while fuzzing scenarios: durations too long once multiplied or compressed
+    /// by the time scale panicked (`Duration` overflow) instead of failing the file.
+    #[test]
+    fn durations_that_overflow_are_errors_not_panics() {
+        let text = |injection: &str| {
+            format!(
+                "name = \"x\"\ninjection = {injection}\n[[requests]]\nname = \"r\"\npath = \"/\"\n"
+            )
+        };
+        let per_user = text(
+            r#"{ kind = "ramp_concurrent", from = 0, to = 4294967295, over_per_user = "10000000000s" }"#,
+        );
+        assert!(Scenario::parse(&per_user).is_err());
+        let long = text(r#"{ kind = "ramp", users = 1, over = "20000000000000s" }"#);
+        let scenario = Scenario::parse(&long).expect("fits at time scale 1");
+        assert!(scenario.injection.profile(1e-9).is_err());
+        assert!(scaled("20000000000000s", 1e-9).is_err());
     }
 
     #[test]
