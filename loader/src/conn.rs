@@ -5,7 +5,9 @@
 //! with `httparse`; bodies (Content-Length or chunked) are read and dropped.
 
 use bytes::{Buf as _, BytesMut};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use std::future::Future as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
 use tokio::net::TcpStream;
 
 /// Makes room for `n` more open descriptors before a measurement starts: raises the
@@ -44,9 +46,10 @@ fn raise_descriptor_limit(n: usize) -> u64 {
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 
-struct Conn {
+/// A connection: a socket, or in [`read_answers`] bytes in memory.
+struct Conn<S = TcpStream> {
     authority: String,
-    stream: TcpStream,
+    stream: S,
     buf: BytesMut,
 }
 
@@ -118,8 +121,10 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         Ok(Self::on(authority, stream))
     }
+}
 
-    fn on(authority: &str, stream: TcpStream) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn on(authority: &str, stream: S) -> Self {
         Self {
             authority: authority.to_owned(),
             stream,
@@ -236,6 +241,8 @@ impl Conn {
             let size_text = std::str::from_utf8(&self.buf[..line]).map_err(|_| "bad chunk")?;
             let size_text = size_text.split(';').next().unwrap_or("").trim();
             let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+            // The chunk and its CRLF; a size near usize::MAX is never sent.
+            let framed = size.checked_add(2).ok_or("bad chunk size")?;
             self.buf.advance(line + 2);
             if size == 0 {
                 // Trailers, if any, end with an empty line.
@@ -250,12 +257,12 @@ impl Conn {
                     }
                 }
             }
-            while self.buf.len() < size + 2 {
+            while self.buf.len() < framed {
                 if !self.fill().await? {
                     return Err("connection closed inside a chunk".into());
                 }
             }
-            self.buf.advance(size + 2);
+            self.buf.advance(framed);
             total += size;
         }
     }
@@ -345,6 +352,86 @@ impl Connections {
     }
 }
 
+/// Bytes a server sent, handed to the reader `piece` bytes at a time; what is written
+/// to it is dropped.
+struct Canned<'a> {
+    bytes: &'a [u8],
+    piece: usize,
+}
+
+impl AsyncRead for Canned<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.piece.min(self.bytes.len()).min(buf.remaining());
+        let (now, rest) = self.bytes.split_at(n);
+        buf.put_slice(now);
+        self.bytes = rest;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Canned<'_> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads the answers in `bytes` as the load generator reads them from a kept-alive
+/// connection that then closes, the bytes arriving `piece` at a time (at least 1):
+/// each answer, up to and including the first error. `head_only` reads answers to
+/// HEAD requests. Public for the fuzz targets: the reader without a socket.
+pub fn read_answers(bytes: &[u8], piece: usize, head_only: bool) -> Vec<Result<Answer, String>> {
+    let stream = Canned {
+        bytes,
+        piece: piece.max(1),
+    };
+    let mut conn = Conn::on("canned", stream);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut answers = Vec::new();
+    loop {
+        let exchange = std::pin::pin!(conn.exchange(b"", head_only));
+        // In-memory bytes are always ready: the reader never waits.
+        let std::task::Poll::Ready(outcome) = exchange.poll(&mut context) else {
+            answers.push(Err("the reader waited on bytes in memory".to_owned()));
+            return answers;
+        };
+        match outcome {
+            Ok(Some((answer, close))) => {
+                answers.push(Ok(answer));
+                if close {
+                    return answers;
+                }
+            }
+            Ok(None) => return answers,
+            Err(e) => {
+                answers.push(Err(e));
+                return answers;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +497,39 @@ mod tests {
             }
         );
         assert!(c.open.is_empty(), "closed on `connection: close`");
+    }
+
+    #[test]
+    fn a_chunk_size_near_the_largest_number_is_an_error_not_an_overflow() {
+        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nab\r\n0\r\n\r\n";
+        let read = read_answers(answer, answer.len(), false);
+        assert_eq!(read, vec![Err("bad chunk size".to_owned())]);
+    }
+
+    #[test]
+    fn answers_read_the_same_whatever_the_split_into_reads() {
+        let answers = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloHTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\nHTTP/1.0 200 OK\r\n\r\nuntil close";
+        let whole = read_answers(answers, answers.len(), false);
+        assert_eq!(
+            whole,
+            vec![
+                Ok(Answer {
+                    status: 200,
+                    body_len: 5
+                }),
+                Ok(Answer {
+                    status: 201,
+                    body_len: 3
+                }),
+                Ok(Answer {
+                    status: 200,
+                    body_len: 11
+                }),
+            ]
+        );
+        for piece in 1..8 {
+            assert_eq!(read_answers(answers, piece, false), whole, "{piece}");
+        }
     }
 
     #[test]

@@ -99,60 +99,74 @@ pub struct Row {
     pub body: Result<Value, String>,
 }
 
-const TABLES: [(&str, &str, &[&str]); 3] = [
+/// Reads the three CSVs; a file that does not exist is an error, a bad row is a row
+/// with its reason.
+pub fn read_course_files(dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for table in TABLES {
+        let path = dir.join(table.1);
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        rows.extend(read_table(table, &path.display().to_string(), file)?);
+    }
+    Ok(rows)
+}
+
+/// Which course table a CSV holds: objtype, file name and header.
+pub type Table = (&'static str, &'static str, &'static [&'static str]);
+
+/// The course tables, in loading order.
+pub const TABLES: [Table; 3] = [
     ("user", "users.csv", &["fname", "lname", "email", "UUID"]),
     ("music", "music.csv", &["Artist", "SongTitle", "UUID"]),
     ("playlist", "playlist.csv", &["Name", "Playlist", "UUID"]),
 ];
 
-/// Reads the three CSVs; a file that does not exist is an error, a bad row is a row
-/// with its reason.
-pub fn read_course_files(dir: &Path) -> anyhow::Result<Vec<Row>> {
+/// Reads one course CSV named `name` (in messages): a wrong header is an error, a bad
+/// row is a row with its reason.
+pub fn read_table(
+    (objtype, _, header): Table,
+    name: &str,
+    input: impl std::io::Read,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (objtype, file, header) in TABLES {
-        let path = dir.join(file);
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_path(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let found: Vec<String> = reader
-            .headers()?
-            .iter()
-            .map(|h| h.trim().to_owned())
-            .collect();
-        anyhow::ensure!(
-            found == header,
-            "{}: header is `{}`, expected `{}`",
-            path.display(),
-            found.join(","),
-            header.join(",")
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+    let found: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("reading {name}"))?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
+    anyhow::ensure!(
+        found == header,
+        "{name}: header is `{}`, expected `{}`",
+        found.join(","),
+        header.join(",")
+    );
+    for (i, record) in reader.records().enumerate() {
+        let origin = format!(
+            "{name}:{}",
+            record
+                .as_ref()
+                .ok()
+                .and_then(|r| r.position())
+                .map_or(i + 2, |p| p.line() as usize)
         );
-        for (i, record) in reader.records().enumerate() {
-            let origin = format!(
-                "{}:{}",
-                path.display(),
-                record
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.position())
-                    .map_or(i + 2, |p| p.line() as usize)
-            );
-            let body = match record {
-                Err(e) => Err(format!("unreadable CSV: {e}")),
-                Ok(r) if r.len() != header.len() => Err(format!(
-                    "{} fields, expected {} ({})",
-                    r.len(),
-                    header.len(),
-                    header.join(",")
-                )),
-                Ok(r) => row_body(objtype, header, &r),
-            };
-            rows.push(Row {
-                objtype,
-                origin,
-                body,
-            });
-        }
+        let body = match record {
+            Err(e) => Err(format!("unreadable CSV: {e}")),
+            Ok(r) if r.len() != header.len() => Err(format!(
+                "{} fields, expected {} ({})",
+                r.len(),
+                header.len(),
+                header.join(",")
+            )),
+            Ok(r) => row_body(objtype, header, &r),
+        };
+        rows.push(Row {
+            objtype,
+            origin,
+            body,
+        });
     }
     Ok(rows)
 }

@@ -2,15 +2,11 @@
 //! course data (or generated rows) and manages the DynamoDB tables of the gateway's
 //! `dynamodb://` engine.
 
-mod conn;
-mod data;
-mod run;
-mod sweep;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use database_gateway::store::dynamodb;
+use loader::{data, run, sweep};
 
 /// scalelab loader.
 #[derive(Debug, Parser)]

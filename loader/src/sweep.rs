@@ -262,7 +262,11 @@ async fn run_on_this_thread(
 }
 
 fn print_table(target: &Target) {
-    println!("\n{} ({})", target.label, target.url);
+    println!(
+        "\n{} ({})",
+        crate::text::visible(&target.label),
+        crate::text::visible(&target.url)
+    );
     println!(
         "{:>11} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "concurrency", "requests", "failed", "mean ms", "p50 ms", "p98 ms", "longest ms", "req/s"
@@ -454,7 +458,7 @@ pub fn chart(targets: &[Target]) -> String {
             "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{color}\">{}</text>",
             w - pad - 80.0,
             pad + 16.0 * i as f64,
-            t.label
+            crate::text::html(&t.label)
         ));
     }
     svg.push_str("</svg>");

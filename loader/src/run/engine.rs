@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
 
-use super::scenario::{FeederMode, Injection, Scenario, fill};
+use super::scenario::{FeederMode, Injection, Scenario, fill, scaled};
 use crate::conn::Connections;
 
 /// Where requests go and how long a run may take.
@@ -122,11 +122,6 @@ fn read_feeder(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
         .collect();
     anyhow::ensure!(!rows.is_empty(), "feeder {} has no rows", path.display());
     Ok(rows)
-}
-
-fn scaled(text: &str, scale: f64) -> anyhow::Result<Duration> {
-    let d = kit::config::parse_duration(text).map_err(anyhow::Error::msg)?;
-    Ok(d.div_f64(scale.max(1e-6)))
 }
 
 impl Shared {
@@ -256,7 +251,8 @@ impl Shared {
         } else {
             min
         };
-        tokio::time::sleep(pause.div_f64(self.plan.time_scale.max(1e-6))).await;
+        let pause = super::scenario::compress(pause, self.plan.time_scale).unwrap_or(Duration::MAX);
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -352,72 +348,35 @@ pub async fn run(
         shared.active.fetch_add(1, Ordering::SeqCst);
         tasks.push(tokio::spawn(user(shared.clone())));
     };
+    if let Injection::ConstantRate { per_second, during } = &scenario.injection {
+        let during = scaled(during, scale)?;
+        let rate = *per_second * scale;
+        anyhow::ensure!(rate > 0.0, "per_second must be positive");
+        let start = Instant::now();
+        let mut k: u64 = 0;
+        loop {
+            let intended = start + Duration::from_secs_f64(k as f64 / rate);
+            if intended.duration_since(start) >= during || deadline.is_some_and(|d| intended >= d) {
+                break;
+            }
+            tokio::time::sleep_until(intended.into()).await;
+            let shared = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                shared.chain(intended, None, &mut buffer).await;
+                shared.recorder.flush(&mut buffer);
+            }));
+            k += 1;
+        }
+        for t in tasks.drain(..) {
+            let _ = t.await;
+        }
+        shared.stop.store(true, Ordering::SeqCst);
+        progress.abort();
+        return Ok((recorder, shared.elapsed()));
+    }
     // The number of active users the profile wants at `t` seconds (scaled time), and when it ends.
-    let profile: Box<dyn Fn(f64) -> Option<i64> + Send> = match &scenario.injection {
-        Injection::AtOnce { users } => {
-            let users = *users as i64;
-            Box::new(move |_| Some(users))
-        }
-        Injection::Ramp { users, over } => {
-            // Users start evenly over the window; each runs its chain (and loops if forever).
-            let over = scaled(over, scale)?.as_secs_f64().max(1e-3);
-            let users = *users as f64;
-            Box::new(move |t| Some(((t / over).min(1.0) * users).ceil() as i64))
-        }
-        Injection::RampConcurrent {
-            from,
-            to,
-            over,
-            over_per_user,
-        } => {
-            let over = match (over, over_per_user) {
-                (Some(over), _) => scaled(over, scale)?,
-                (None, Some(each)) => scaled(each, scale)? * (*to).max(1) as u32,
-                (None, None) => anyhow::bail!("ramp_concurrent needs `over` or `over_per_user`"),
-            };
-            let over = over.as_secs_f64().max(1e-3);
-            let (from, to) = (*from as f64, *to as f64);
-            Box::new(move |t| Some((from + (to - from) * (t / over).min(1.0)).round() as i64))
-        }
-        Injection::Steps { steps } => {
-            let mut ends = Vec::new();
-            let mut at = 0.0;
-            for (users, hold) in steps {
-                at += scaled(hold, scale)?.as_secs_f64();
-                ends.push((at, *users as i64));
-            }
-            Box::new(move |t| ends.iter().find(|(end, _)| t < *end).map(|(_, u)| *u))
-        }
-        Injection::ConstantRate { per_second, during } => {
-            let during = scaled(during, scale)?;
-            let rate = *per_second * scale;
-            anyhow::ensure!(rate > 0.0, "per_second must be positive");
-            let start = Instant::now();
-            let mut k: u64 = 0;
-            loop {
-                let intended = start + Duration::from_secs_f64(k as f64 / rate);
-                if intended.duration_since(start) >= during
-                    || deadline.is_some_and(|d| intended >= d)
-                {
-                    break;
-                }
-                tokio::time::sleep_until(intended.into()).await;
-                let shared = shared.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut buffer = Vec::new();
-                    shared.chain(intended, None, &mut buffer).await;
-                    shared.recorder.flush(&mut buffer);
-                }));
-                k += 1;
-            }
-            for t in tasks.drain(..) {
-                let _ = t.await;
-            }
-            shared.stop.store(true, Ordering::SeqCst);
-            progress.abort();
-            return Ok((recorder, shared.elapsed()));
-        }
-    };
+    let profile = scenario.injection.profile(scale)?;
     let ramp_once = matches!(
         scenario.injection,
         Injection::Ramp { .. } | Injection::AtOnce { .. }

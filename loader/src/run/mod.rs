@@ -62,9 +62,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<bool> {
     let dir = path.parent().map(PathBuf::from).unwrap_or_default();
     eprintln!(
         "{}: {} ({})",
-        scenario.name,
-        scenario.description,
-        path.display()
+        crate::text::visible(&scenario.name),
+        crate::text::visible(&scenario.description),
+        crate::text::visible(&path.display().to_string())
     );
     let plan = engine::Plan {
         base_url: args.base_url.clone(),
@@ -87,7 +87,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<bool> {
     );
     let (recorder, seconds) = engine::run(scenario, &dir, plan).await?;
     let report = report::build(&recorder, seconds);
-    println!("\n{name}: {seconds:.1} s");
+    println!("\n{}: {seconds:.1} s", crate::text::visible(&name));
     print!("{}", report::table(&report.rows));
     report::write(&args.out, &name, &report, seconds)?;
     println!("wrote {}/results.json and index.html", args.out.display());

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::engine::{Recorder, Sample};
+use crate::text;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -108,6 +109,7 @@ pub fn build(recorder: &Recorder, seconds: f64) -> Report {
     Report { rows, timeline }
 }
 
+/// The terminal table; names are shown with their control characters escaped.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
         "{:<24} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}\n",
@@ -116,7 +118,7 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         out.push_str(&format!(
             "{:<24} {:>8} {:>8} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>8.1} {:>8.1}\n",
-            r.name, r.count, r.ok, r.ko, r.min_ms, r.p50_ms, r.p75_ms, r.p95_ms, r.p99_ms, r.max_ms, r.mean_ms, r.requests_per_second
+            text::visible(&r.name), r.count, r.ok, r.ko, r.min_ms, r.p50_ms, r.p75_ms, r.p95_ms, r.p99_ms, r.max_ms, r.mean_ms, r.requests_per_second
         ));
     }
     out.push_str("(times in ms)\n");
@@ -162,6 +164,7 @@ fn chart(title: &str, timeline: &[Second], series: &[Series<'_>]) -> String {
     svg
 }
 
+/// Writes `results.json` and `index.html`; every name in the HTML is escaped.
 pub fn write(dir: &Path, scenario: &str, report: &Report, seconds: f64) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::json!({"scenario": scenario, "seconds": seconds, "requests": report.rows, "timeline": report.timeline});
@@ -197,13 +200,15 @@ pub fn write(dir: &Path, scenario: &str, report: &Report, seconds: f64) -> anyho
         ),
     ]
     .join("\n");
+    // Names come from the scenario file: escaped, so a name cannot add markup.
+    let scenario = text::html(scenario);
     let rows: String = report
         .rows
         .iter()
         .map(|r| {
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
-                r.name, r.count, r.ok, r.ko, r.min_ms, r.p50_ms, r.p75_ms, r.p95_ms, r.p99_ms, r.max_ms, r.mean_ms, r.requests_per_second
+                text::html(&r.name), r.count, r.ok, r.ko, r.min_ms, r.p50_ms, r.p75_ms, r.p95_ms, r.p99_ms, r.max_ms, r.mean_ms, r.requests_per_second
             )
         })
         .collect();
@@ -217,4 +222,40 @@ pub fn write(dir: &Path, scenario: &str, report: &Report, seconds: f64) -> anyho
     );
     std::fs::write(dir.join("index.html"), html)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str) -> Row {
+        row(name, &[], 1.0)
+    }
+
+    #[test]
+    fn names_from_the_scenario_are_escaped_in_the_html_and_the_terminal_table() {
+        let tag = "<img src=x onerror=alert(1)>";
+        let red = "red \x1b[31mALERT\x1b[0m\r\n\u{9b}2J";
+        let report = Report {
+            rows: vec![named(tag), named(red), named("all requests")],
+            timeline: Vec::new(),
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(dir.path(), &format!("{tag}</title>{red}"), &report, 1.0).expect("write");
+        let html = std::fs::read_to_string(dir.path().join("index.html")).expect("html");
+        assert!(!html.contains("<img"), "raw tag in the report: {html}");
+        assert!(!html.contains("</title><img"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains('\x1b'), "raw ESC in the report: {html:?}");
+        let printed = table(&report.rows);
+        assert!(
+            !printed.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control characters in the table: {printed:?}"
+        );
+        assert!(printed.contains("\\x1b[31mALERT"), "{printed}");
+        assert_eq!(printed.lines().count(), 5, "one line per row: {printed}");
+    }
 }

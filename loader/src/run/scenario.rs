@@ -130,7 +130,92 @@ impl Injection {
     }
 }
 
+/// The number of active users a closed-model injection wants at `t` seconds (scaled
+/// time); `None` once it has ended.
+pub type Profile = Box<dyn Fn(f64) -> Option<i64> + Send>;
+
+/// A scenario duration (`"10s"`) compressed by the run's time scale; one too long to
+/// represent is an error.
+pub fn scaled(text: &str, scale: f64) -> anyhow::Result<Duration> {
+    let d = kit::config::parse_duration(text).map_err(anyhow::Error::msg)?;
+    compress(d, scale).with_context(|| format!("`{text}` at time scale {scale} is too long"))
+}
+
+/// `d` divided by the time scale, `None` when that overflows.
+pub fn compress(d: Duration, scale: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(d.as_secs_f64() / scale.max(1e-6)).ok()
+}
+
+impl Injection {
+    /// The closed model's user profile at time scale `scale`. The open model
+    /// (`constant_rate`) has none: the engine paces its arrivals itself.
+    pub fn profile(&self, scale: f64) -> anyhow::Result<Profile> {
+        Ok(match self {
+            Self::AtOnce { users } => {
+                let users = *users as i64;
+                Box::new(move |_| Some(users))
+            }
+            Self::Ramp { users, over } => {
+                // Users start evenly over the window; each runs its chain (and loops if forever).
+                let over = scaled(over, scale)?.as_secs_f64().max(1e-3);
+                let users = *users as f64;
+                Box::new(move |t| Some(((t / over).min(1.0) * users).ceil() as i64))
+            }
+            Self::RampConcurrent {
+                from,
+                to,
+                over,
+                over_per_user,
+            } => {
+                let over = match (over, over_per_user) {
+                    (Some(over), _) => scaled(over, scale)?,
+                    (None, Some(each)) => u32::try_from((*to).max(1))
+                        .ok()
+                        .and_then(|to| scaled(each, scale).ok()?.checked_mul(to))
+                        .context("`over_per_user` times `to` is too long")?,
+                    (None, None) => {
+                        anyhow::bail!("ramp_concurrent needs `over` or `over_per_user`")
+                    }
+                };
+                let over = over.as_secs_f64().max(1e-3);
+                let (from, to) = (*from as f64, *to as f64);
+                Box::new(move |t| Some((from + (to - from) * (t / over).min(1.0)).round() as i64))
+            }
+            Self::Steps { steps } => {
+                let mut ends = Vec::new();
+                let mut at = 0.0;
+                for (users, hold) in steps {
+                    at += scaled(hold, scale)?.as_secs_f64();
+                    ends.push((at, *users as i64));
+                }
+                Box::new(move |t| ends.iter().find(|(end, _)| t < *end).map(|(_, u)| *u))
+            }
+            Self::ConstantRate { .. } => {
+                anyhow::bail!("constant_rate is an open model: it has no user profile")
+            }
+        })
+    }
+}
+
 impl Scenario {
+    /// Reads a scenario from its TOML text (after `${env.…}` substitution): its
+    /// durations and injection are checked here, so a bad file fails before a run.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let scenario: Scenario = toml::from_str(&substitute_env(text))?;
+        anyhow::ensure!(!scenario.requests.is_empty(), "no requests");
+        scenario.think.bounds()?;
+        match &scenario.injection {
+            Injection::ConstantRate { per_second, during } => {
+                anyhow::ensure!(*per_second > 0.0, "per_second must be positive");
+                scaled(during, 1.0)?;
+            }
+            closed => {
+                drop(closed.profile(1.0)?);
+            }
+        }
+        Ok(scenario)
+    }
+
     /// A name in `gatling/scenarios/` (with or without `.toml`), or a path.
     pub fn load(name: &str, dirs: &[PathBuf]) -> anyhow::Result<(Self, PathBuf)> {
         let direct = Path::new(name);
@@ -163,13 +248,8 @@ impl Scenario {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let scenario: Scenario = toml::from_str(&substitute_env(&text))
+        let scenario = Self::parse(&text)
             .with_context(|| format!("{}: not a valid scenario", path.display()))?;
-        anyhow::ensure!(
-            !scenario.requests.is_empty(),
-            "{}: no requests",
-            path.display()
-        );
         Ok((scenario, path))
     }
 }
@@ -213,6 +293,25 @@ mod tests {
         );
         let row = BTreeMap::from([("UUID".to_owned(), "abc".to_owned())]);
         assert_eq!(fill("/api/v1/music/${UUID}", &row), "/api/v1/music/abc");
+    }
+
+    /// Found while fuzzing scenarios: durations too long once multiplied or compressed
+    /// by the time scale panicked (`Duration` overflow) instead of failing the file.
+    #[test]
+    fn durations_that_overflow_are_errors_not_panics() {
+        let text = |injection: &str| {
+            format!(
+                "name = \"x\"\ninjection = {injection}\n[[requests]]\nname = \"r\"\npath = \"/\"\n"
+            )
+        };
+        let per_user = text(
+            r#"{ kind = "ramp_concurrent", from = 0, to = 4294967295, over_per_user = "10000000000s" }"#,
+        );
+        assert!(Scenario::parse(&per_user).is_err());
+        let long = text(r#"{ kind = "ramp", users = 1, over = "20000000000000s" }"#);
+        let scenario = Scenario::parse(&long).expect("fits at time scale 1");
+        assert!(scenario.injection.profile(1e-9).is_err());
+        assert!(scaled("20000000000000s", 1e-9).is_err());
     }
 
     #[test]

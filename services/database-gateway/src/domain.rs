@@ -80,7 +80,7 @@ pub fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
 }
 
 /// Checks attributes so that every engine can store them exactly: field names are
-/// non-empty and do not start with [`RESERVED_PREFIX`], no string holds a NUL character (PostgreSQL's JSONB cannot), and numbers
+/// non-empty, hold no NUL and do not start with [`RESERVED_PREFIX`], no string holds a NUL character (PostgreSQL's JSONB cannot), and numbers
 /// fit DynamoDB's range (38 significant digits, magnitude 1E-130 to 9.99E+125).
 pub fn check_attrs(attrs: &Attrs) -> Result<(), ApiError> {
     for (name, value) in attrs {
@@ -92,6 +92,11 @@ pub fn check_attrs(attrs: &Attrs) -> Result<(), ApiError> {
                 "field `{}` starts with `{RESERVED_PREFIX}`, which is reserved",
                 truncate(name, 64)
             )));
+        }
+        if name.contains('\0') {
+            return Err(ApiError::bad_request(
+                "field names must not contain NUL characters",
+            ));
         }
         check_value(name, value, 0)?;
     }
@@ -158,7 +163,8 @@ fn check_number(text: &str) -> Result<(), &'static str> {
         return Err("has more than 38 significant digits");
     }
     // Decimal exponent of the leading significant digit.
-    let magnitude = exponent + int_part.len() as i64 - 1 - first as i64;
+    // Saturating: an exponent near i64's limits is simply out of range.
+    let magnitude = exponent.saturating_add(int_part.len() as i64 - 1 - first as i64);
     if magnitude > 125 {
         return Err("is larger than 9.99E+125");
     }
@@ -222,6 +228,8 @@ mod tests {
             "1e-131",
             "123456789012345678901234567890123456789",
             "1e99999999999999999999",
+            "1e9223372036854775807",
+            "-0.5e-9223372036854775808",
         ] {
             assert!(check_number(bad).is_err(), "{bad}");
         }
@@ -250,5 +258,18 @@ mod tests {
         let attrs: Attrs =
             serde_json::from_str(r#"{"Name": 1, "a b": [1, {"x\"y": null}]}"#).expect("valid json");
         assert_eq!(check_attrs(&attrs), Ok(()));
+    }
+
+    /// Found by the `gateway_attrs` fuzz target: a NUL in a top-level field name was
+    /// accepted (only nested names and strings were checked), which PostgreSQL's JSONB
+    /// cannot store.
+    #[test]
+    fn a_nul_in_a_top_level_field_name_is_rejected() {
+        let input = br#"{"::::::::::::::::\u0000Mrsion":1e1}"#;
+        let attrs: Attrs = serde_json::from_slice(input).expect("valid json");
+        assert_eq!(
+            check_attrs(&attrs).map_err(|e| e.status().as_u16()),
+            Err(400)
+        );
     }
 }

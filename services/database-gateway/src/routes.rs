@@ -73,14 +73,17 @@ fn objtype_param(value: &Option<String>) -> Result<ObjType, ApiError> {
     ObjType::parse(required(value, "objtype")?)
 }
 
-fn key_params(q: &KeyQuery) -> Result<(ObjType, &str), ApiError> {
+/// The object type and key of a read, update or delete. Public for the fuzz targets.
+pub fn key_params(q: &KeyQuery) -> Result<(ObjType, &str), ApiError> {
     let objtype = objtype_param(&q.objtype)?;
     let key = required(&q.objkey, "objkey")?;
     check_id(key, "objkey")?;
     Ok((objtype, key))
 }
 
-fn limit_param(value: &Option<String>) -> Result<usize, ApiError> {
+/// A page's `limit`: [`DEFAULT_LIMIT`] when absent, 1 to [`MAX_LIMIT`]. Public for the
+/// fuzz targets.
+pub fn limit_param(value: &Option<String>) -> Result<usize, ApiError> {
     let Some(text) = value else {
         return Ok(DEFAULT_LIMIT);
     };
@@ -92,7 +95,9 @@ fn limit_param(value: &Option<String>) -> Result<usize, ApiError> {
     }
 }
 
-fn cursor_param(value: &Option<String>) -> Result<Option<String>, ApiError> {
+/// The id a page starts after, from a `cursor` that [`encode_cursor`] made. Public for
+/// the fuzz targets.
+pub fn cursor_param(value: &Option<String>) -> Result<Option<String>, ApiError> {
     let Some(text) = value.as_deref().filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
@@ -103,6 +108,55 @@ fn cursor_param(value: &Option<String>) -> Result<Option<String>, ApiError> {
         .filter(|id| !id.contains('\0'))
         .map(Some)
         .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this gateway returned"))
+}
+
+/// The `next` cursor of a page that ends at an engine cursor `after`. Public for the
+/// fuzz targets.
+pub fn encode_cursor(after: &str) -> String {
+    URL_SAFE_NO_PAD.encode(after)
+}
+
+/// A list's object type, page size and cursor. Public for the fuzz targets.
+pub fn list_params(q: &ListQuery) -> Result<(ObjType, usize, Option<String>), ApiError> {
+    Ok((
+        objtype_param(&q.objtype)?,
+        limit_param(&q.limit)?,
+        cursor_param(&q.cursor)?,
+    ))
+}
+
+/// A search, parsed from its [`FindQuery`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct FindParams<'a> {
+    pub objtype: ObjType,
+    pub field: &'a str,
+    pub value: &'a str,
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+/// A search: object type, field, value, page size and cursor. Public for the fuzz
+/// targets.
+pub fn find_params(q: &FindQuery) -> Result<FindParams<'_>, ApiError> {
+    let objtype = objtype_param(&q.objtype)?;
+    let field = required(&q.field, "field")?;
+    let value = required(&q.value, "value")?;
+    if field.is_empty() {
+        return Err(ApiError::bad_request("`field` must not be empty"));
+    }
+    if field.contains('\0') || value.contains('\0') {
+        // No stored name or value holds one (writes refuse them), and PostgreSQL cannot compare them.
+        return Err(ApiError::bad_request(
+            "`field` and `value` must not contain NUL characters",
+        ));
+    }
+    Ok(FindParams {
+        objtype,
+        field,
+        value,
+        limit: limit_param(&q.limit)?,
+        after: cursor_param(&q.cursor)?,
+    })
 }
 
 fn etag(version: i64) -> HeaderValue {
@@ -165,7 +219,7 @@ fn id_response(objtype: ObjType, id: &str, version: Option<i64>) -> Response {
 }
 
 fn page_response(objtype: ObjType, page: Page) -> Response {
-    let next = page.next.map(|c| URL_SAFE_NO_PAD.encode(c));
+    let next = page.next.as_deref().map(encode_cursor);
     let items: Vec<Value> = page
         .items
         .into_iter()
@@ -325,9 +379,7 @@ pub async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let objtype = objtype_param(&q.objtype)?;
-    let limit = limit_param(&q.limit)?;
-    let after = cursor_param(&q.cursor)?;
+    let (objtype, limit, after) = list_params(&q)?;
     let page = state.store.list(objtype, after.as_deref(), limit).await?;
     Ok(page_response(objtype, page))
 }
@@ -336,20 +388,13 @@ pub async fn find(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<FindQuery>,
 ) -> Result<Response, ApiError> {
-    let objtype = objtype_param(&q.objtype)?;
-    let field = required(&q.field, "field")?;
-    let value = required(&q.value, "value")?;
-    if field.is_empty() {
-        return Err(ApiError::bad_request("`field` must not be empty"));
-    }
-    if field.contains('\0') || value.contains('\0') {
-        // No stored name or value holds one (writes refuse them), and PostgreSQL cannot compare them.
-        return Err(ApiError::bad_request(
-            "`field` and `value` must not contain NUL characters",
-        ));
-    }
-    let limit = limit_param(&q.limit)?;
-    let after = cursor_param(&q.cursor)?;
+    let FindParams {
+        objtype,
+        field,
+        value,
+        limit,
+        after,
+    } = find_params(&q)?;
     if field == objtype.id_field() {
         // The key itself: a point read, shaped as a page.
         let items = match state.store.get(objtype, value).await? {
