@@ -3,8 +3,11 @@
 # as scenario 5) through `scaler up`'s ingress for DURATION seconds, sampling every
 # platform process (the scaler and its replicas) and the loader every 10 s. Checks:
 #   - no failed request after the first 30 s;
-#   - resident memory of every process grows under 10% from minute 2 to the end;
-#   - open file descriptors stable: at the end within 10% (or 32) of minute 2.
+#   - resident memory of every platform process grows under 10% from minute 2 to the
+#     end (minute 2's median against the lowest sample of the last two minutes: a leak
+#     raises the floor, a burst comes and goes);
+#   - open file descriptors stable: the same floor at most 10% (or 32) above minute 2's.
+# The loader is sampled and reported, not checked: it keeps every request's sample.
 # Prints a line per process and writes $OUT (default soak-report/): samples.csv,
 # results.json and index.html of the loader, summary.json.
 #
@@ -102,23 +105,41 @@ for row in csv.DictReader(open(f"{out}/samples.csv")):
     samples.setdefault((row["pid"], row["name"]), []).append(
         (int(row["t_s"]), int(row["rss_kib"]), int(row["fds"])))
 start = min(120, duration // 5)
+window = max(30, min(60, duration // 10))
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
 failures, processes = [], []
 if late:
     failures.append(f"{late} failed requests after the first 30 s")
 for (pid, name), rows in sorted(samples.items(), key=lambda kv: kv[0][1]):
     later = [r for r in rows if r[0] >= start]
-    if len(later) < 2:
+    if len(later) < 2 or later[-1][0] - later[0][0] < 2 * window:
         continue  # a process that came or went during the run
-    (t0, rss0, fd0), (t1, rss1, fd1) = later[0], later[-1]
+    # The first window's median against the floor of the last two windows: a leak
+    # raises the floor; a burst of connections (or a pause of the machine, after which
+    # clients open more) comes and goes, and idle connections close again.
+    first = [r for r in later if r[0] < later[0][0] + window]
+    last = [r for r in later if r[0] > later[-1][0] - 2 * window]
+    t0, t1 = first[0][0], last[-1][0]
+    rss0, rss1 = median([r[1] for r in first]), min(r[1] for r in last)
+    fd0, fd1 = median([r[2] for r in first]), min(r[2] for r in last)
     growth = (rss1 - rss0) / rss0 * 100
-    fd_change = fd1 - fd0
+    fds_max = max(r[2] for r in later)
+    # The loader keeps every request's sample for exact percentiles (about 24 bytes a
+    # request): it grows with the run by design, and it is the tool, not the platform.
+    measured = name != "loader"
     processes.append({"name": name, "pid": int(pid), "from_s": t0, "to_s": t1, "rss_kib": [rss0, rss1],
-                      "rss_growth_pct": round(growth, 1), "fds": [fd0, fd1], "fds_max": max(r[2] for r in later)})
+                      "rss_growth_pct": round(growth, 1), "fds": [fd0, fd1], "fds_max": fds_max,
+                      "checked": measured})
     print(f"ci/soak.sh: {name:<18} pid {pid:>7}: resident {rss0/1024:7.1f} -> {rss1/1024:7.1f} MiB "
-          f"({growth:+.1f}%) from {t0} s to {t1} s; open files {fd0} -> {fd1} (max {max(r[2] for r in later)})")
+          f"({growth:+.1f}%), open files {fd0} -> {fd1} (max {fds_max}); median of {t0}-{t0 + window} s, "
+          f"lowest of {t1 - 2 * window}-{t1} s" + ("" if measured else " (not checked: the load generator)"))
+    if not measured:
+        continue
     if growth >= 10:
         failures.append(f"{name} ({pid}) resident memory grew {growth:.1f}% from {t0} s to {t1} s")
-    if abs(fd_change) > max(32, fd0 // 10):
+    if fd1 - fd0 > max(32, fd0 // 10):
         failures.append(f"{name} ({pid}) open files went from {fd0} to {fd1}")
 summary = {"users": users, "duration_s": duration, "requests": total, "errors_first_30s": early,
            "errors_after_30s": late, "processes": processes, "failures": failures}
