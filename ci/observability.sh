@@ -150,7 +150,7 @@ q 'up' | python3 -c '
 import json, sys
 for line in sorted(sys.stdin):
     m, v = json.loads(line)
-    print(f"    {m[\"service\"]:<17} {m[\"replica\"]:<15} {m[\"instance\"]:<22} up={v}")'
+    print("    %-17s %-15s %-22s up=%s" % (m["service"], m["replica"], m["instance"], v))'
 
 # Every recording rule returns data; its values per service.
 say "recording rules (value per service):"
@@ -166,8 +166,8 @@ for name in re.findall(r"record: (\S+)", open(sys.argv[1]).read()):
 import json, sys
 for line in sorted(sys.stdin):
     m, v = json.loads(line)
-    extra = f" le={m[\"le\"]}" if "le" in m else ""
-    print(f"    {m.get(\"service\", \"-\"):<17} {float(v):.4g}{extra}")'
+    extra = (" le=" + m["le"]) if "le" in m else ""
+    print("    %-17s %.4g%s" % (m.get("service", "-"), float(v), extra))'
 done
 # The balancer's own metrics and the event counter per service, from the scaler target.
 for expr in 'sum by (service, code) (rate(scaler_balancer_requests_total[1m]))' \
@@ -180,7 +180,7 @@ for expr in 'sum by (service, code) (rate(scaler_balancer_requests_total[1m]))' 
 import json, sys
 for line in sorted(sys.stdin):
     m, v = json.loads(line)
-    print("    " + " ".join(f"{k}={m[k]}" for k in sorted(m)) + f" {float(v):.4g}")'
+    print("    %s %.4g" % (" ".join(k + "=" + m[k] for k in sorted(m)), float(v)))'
 done
 
 if [ -f ci/dashboards.py ]; then
@@ -194,8 +194,9 @@ fi
 
 for pid in $loads; do wait "$pid" || true; done
 loads=""
+say "the loader's summaries (music v2's 500s are expected KOs):"
 for f in "$work"/load-*.log; do
-  echo "  $(basename "$f" .log): $(grep -Eo '[0-9]+ requests?.*' "$f" | tail -1 || true)"
+  echo "  $(basename "$f" .log):"; tail -n 4 "$f" | sed 's/^/    /'
 done
 
 # TargetDown: both fibonacci replicas SIGKILLed with healing off; they stay listed.
