@@ -1,5 +1,5 @@
 //! The admin API (API.md "scaler admin"): liveness, static pools, status, replica
-//! counts, the event stream and a live dashboard.
+//! counts, the event stream, a live dashboard, and Prometheus's service discovery.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub fn router(platform: Platform) -> Router {
         .route("/health_check", get(|| async { "alive" }))
         .route("/servers", get(servers).put(change_servers))
         .route("/status", get(status))
+        .route("/prometheus/targets", get(crate::discovery::handler))
         .route("/replicas", put(set_replicas))
         .route("/events", get(events))
         .route("/monitor", get(get_monitor).put(set_monitor))
@@ -368,6 +369,8 @@ pub fn app(platform: Platform) -> Router {
     let registry = kit.metrics().registry();
     let _ = registry.register(Box::new(platform.events.counter.clone()));
     let _ = registry.register(Box::new(platform.events.recovery.clone()));
+    let _ = registry.register(Box::new(platform.events.balancer.requests.clone()));
+    let _ = registry.register(Box::new(platform.events.balancer.duration.clone()));
     let _ = registry.register(Box::new(ReplicaGauge::new(platform.clone())));
     kit.into_router(router(platform))
 }

@@ -53,6 +53,8 @@ pub struct Balancer {
     budget: AtomicI64,
     /// Requests, errors and latency over the last seconds.
     pub window: crate::window::Window,
+    /// `scaler_balancer_*{service}`, its handles resolved once.
+    metrics: crate::metrics::ServiceMetrics,
 }
 
 impl Balancer {
@@ -65,6 +67,7 @@ impl Balancer {
         Arc::new(Self {
             service: service.to_owned(),
             pool,
+            metrics: events.balancer.for_service(service),
             events,
             client: http_client(),
             timeout,
@@ -101,13 +104,15 @@ impl Balancer {
         }
     }
 
-    /// Forwards one request, and counts it in the live window.
+    /// Forwards one request, and counts it in the live window and the metrics.
     pub async fn forward(&self, req: Request) -> Response {
         let started = std::time::Instant::now();
         self.window.arrive();
         let response = self.forward_once(req).await;
+        let elapsed = started.elapsed();
         self.window
-            .record(started.elapsed(), response.status().is_server_error());
+            .record(elapsed, response.status().is_server_error());
+        self.metrics.observe(response.status(), elapsed);
         response
     }
 

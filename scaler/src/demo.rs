@@ -281,6 +281,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         admin_port: 30010,
         ingress_port: 30080,
         actuator: up::ActuatorKind::Process,
+        advertise_host: None,
         gateway: None,
     };
     let total = args.step * STEPS.len() as u32;

@@ -56,17 +56,23 @@ const KEEP: usize = 1000;
 pub struct Events {
     log: Mutex<VecDeque<Event>>,
     live: broadcast::Sender<Event>,
-    /// `scaler_events_total{kind}`.
+    /// `scaler_events_total{service,kind}`.
     pub counter: prometheus::IntCounterVec,
     /// `scaler_recovery_seconds{service}`: failure to replacement ready.
     pub recovery: prometheus::HistogramVec,
+    /// The balancers' request counts and latencies: shared, like these, by every
+    /// service of the platform.
+    pub balancer: crate::metrics::BalancerMetrics,
 }
 
 impl Default for Events {
     fn default() -> Self {
         let counter = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("scaler_events_total", "Replica events, by kind."),
-            &["kind"],
+            prometheus::Opts::new(
+                "scaler_events_total",
+                "Replica events, by service and kind.",
+            ),
+            &["service", "kind"],
         )
         .expect("valid metric definition");
         let recovery = prometheus::HistogramVec::new(
@@ -83,6 +89,7 @@ impl Default for Events {
             live: broadcast::channel(1024).0,
             counter,
             recovery,
+            balancer: crate::metrics::BalancerMetrics::default(),
         }
     }
 }
@@ -99,7 +106,9 @@ impl Events {
             detail: detail.into(),
         };
         tracing::info!(service, replica, kind = ?kind, detail = %event.detail, "replica event");
-        self.counter.with_label_values(&[kind.as_str()]).inc();
+        self.counter
+            .with_label_values(&[service, kind.as_str()])
+            .inc();
         let _ = self.live.send(event.clone());
         let mut log = self
             .log

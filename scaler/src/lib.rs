@@ -10,9 +10,11 @@ pub mod admin;
 pub mod autoscale;
 pub mod balancer;
 pub mod demo;
+pub mod discovery;
 pub mod docker;
 pub mod events;
 pub mod ingress;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod simulate;
@@ -41,4 +43,7 @@ pub struct Platform {
     pub token: Option<String>,
     /// The primary monitor's address (CS230's `/monitor`), if one registered.
     pub monitor: Arc<std::sync::RwLock<Option<String>>>,
+    /// Where Prometheus scrapes the scaler itself (`/prometheus/targets` lists it);
+    /// `None` when the admin API was not bound (some tests).
+    pub admin: Option<discovery::AdminAddress>,
 }

@@ -28,6 +28,8 @@ struct Managed {
     /// When the failure this replica replaces happened (for the recovery time).
     replacing: Option<Instant>,
     ready_at: Option<Instant>,
+    /// It failed while healing was off: listed as dead, kept, not replaced.
+    failed: bool,
 }
 
 /// The supervisor of one service. `desired` may change while it runs.
@@ -38,6 +40,8 @@ pub struct Supervisor {
     pub actuator: Arc<dyn Actuator>,
     pub desired: AtomicUsize,
     pub grace: Duration,
+    /// Whether failed replicas are killed and replaced (the default).
+    heal: std::sync::atomic::AtomicBool,
     recoveries: std::sync::Mutex<Vec<Duration>>,
     /// Ids of the replicas it runs now.
     running: std::sync::Mutex<Vec<String>>,
@@ -58,6 +62,7 @@ impl Supervisor {
             actuator,
             desired: AtomicUsize::new(desired),
             grace: Duration::from_secs(10),
+            heal: std::sync::atomic::AtomicBool::new(true),
             recoveries: std::sync::Mutex::default(),
             running: std::sync::Mutex::default(),
             faults: std::sync::Mutex::default(),
@@ -89,6 +94,13 @@ impl Supervisor {
         if let Ok(mut running) = self.running.lock() {
             *running = managed.iter().map(|m| m.replica.id().to_owned()).collect();
         }
+    }
+
+    /// Turns self-healing on or off. Off, a replica that exits or that the health
+    /// checks declare dead stays in its pool as dead (still a target, still counted
+    /// against the desired count) until healing is on again or it is scaled away.
+    pub fn set_healing(&self, on: bool) {
+        self.heal.store(on, Ordering::SeqCst);
     }
 
     pub fn set_desired(&self, n: usize) {
@@ -173,10 +185,28 @@ impl Supervisor {
                 }
             }
             // Failures: exited, or declared dead (hung) by the health checks.
+            let heal = self.heal.load(Ordering::SeqCst);
             let mut i = 0;
             while i < managed.len() {
                 let m = &mut managed[i];
-                let failure = if let Some(status) = m.replica.exited() {
+                if !heal {
+                    if !m.failed {
+                        if let Some(status) = m.replica.exited() {
+                            events.record(&name, m.replica.id(), Kind::Exited, status);
+                            m.backend.set_state(State::Dead);
+                            m.failed = true;
+                        } else if m.backend.state() == State::Dead {
+                            m.failed = true;
+                        }
+                    }
+                    i += 1;
+                    continue;
+                }
+                let failure = if m.failed {
+                    // It failed while healing was off: replaced now.
+                    m.replica.kill().await;
+                    true
+                } else if let Some(status) = m.replica.exited() {
                     events.record(&name, m.replica.id(), Kind::Exited, status);
                     true
                 } else if m.backend.state() == State::Dead {
@@ -224,6 +254,7 @@ impl Supervisor {
                             started: Instant::now(),
                             replacing,
                             ready_at: None,
+                            failed: false,
                         });
                     }
                     Err(e) => {
@@ -511,6 +542,36 @@ mod tests {
         pass(Duration::from_millis(400)).await;
         assert!(r.actuator.fake("svc-1").killed.load(Ordering::SeqCst));
         assert_eq!(states(&r.supervisor), [("svc-2".into(), State::Alive)]);
+        let _ = r.stop.send(true);
+        r.run.await.expect("run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_healing_off_failed_replicas_stay_listed_dead_until_it_is_on_again() {
+        let r = start(2, true);
+        r.supervisor.set_healing(false);
+        pass(Duration::from_millis(100)).await;
+        r.supervisor.inject("svc-1", Fault::Crash);
+        r.supervisor.balancer.pool.all()[1].set_state(State::Dead);
+        pass(Duration::from_secs(5)).await;
+        assert_eq!(
+            states(&r.supervisor),
+            [("svc-1".into(), State::Dead), ("svc-2".into(), State::Dead)]
+        );
+        assert_eq!(r.actuator.spawned().len(), 2, "nothing replaced");
+        assert!(
+            !r.actuator.fake("svc-2").killed.load(Ordering::SeqCst),
+            "a hung replica is left as it is"
+        );
+        r.supervisor.set_healing(true);
+        pass(Duration::from_secs(1)).await;
+        assert_eq!(
+            states(&r.supervisor),
+            [
+                ("svc-3".into(), State::Alive),
+                ("svc-4".into(), State::Alive)
+            ]
+        );
         let _ = r.stop.send(true);
         r.run.await.expect("run");
     }

@@ -54,6 +54,15 @@ pub struct FileConfig {
     /// `[docker]`: how the Docker actuator runs replicas (with `--actuator docker`).
     #[serde(default)]
     pub docker: Option<crate::docker::DockerConfig>,
+    /// `[env.<service>]`: extra environment for every replica of a service (e.g.
+    /// `MUSIC_VERSION = "v2"`), over the scaler's own defaults.
+    #[serde(default)]
+    pub env: BTreeMap<String, BTreeMap<String, String>>,
+    /// `[healing]`: `<service> = false` turns self-healing off for a service: a replica
+    /// that exits or hangs stays listed as dead and is neither killed nor replaced (to
+    /// watch a failure, e.g. Prometheus's TargetDown). On by default.
+    #[serde(default)]
+    pub healing: BTreeMap<String, bool>,
 }
 
 /// How replicas run.
@@ -103,6 +112,12 @@ pub struct UpArgs {
     /// config says where).
     #[arg(long, env = "SCALER_ACTUATOR", value_enum, default_value = "process")]
     pub actuator: ActuatorKind,
+
+    /// The host name or IP Prometheus reaches the admin API at, for the scaler's own
+    /// target in `/prometheus/targets` (e.g. `scaler` on a Compose network). Default:
+    /// `--host`, or when that is 0.0.0.0, this machine's address toward its replicas.
+    #[arg(long, env = "SCALER_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
 
     /// A database gateway run elsewhere (e.g. `http://gateway:30002`): the scaler then
     /// neither runs one nor loads the course data (the deployment's loader job does).
@@ -336,6 +351,19 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
         kit::cpu_limit::parse_cores(&cores.to_string())
             .map_err(|e| anyhow::anyhow!("{}: [cpu_limit] {name}: {e}", args.config.display()))?;
     }
+    for (table, name) in file
+        .replicas
+        .keys()
+        .map(|n| ("replicas", n))
+        .chain(file.env.keys().map(|n| ("env", n)))
+        .chain(file.healing.keys().map(|n| ("healing", n)))
+    {
+        anyhow::ensure!(
+            SERVICES.iter().any(|(s, _, _)| s == name),
+            "{}: [{table}]: unknown service `{name}`",
+            args.config.display()
+        );
+    }
     for name in file.replicas.keys() {
         anyhow::ensure!(
             SERVICES.iter().any(|(s, _, _)| s == name),
@@ -390,6 +418,9 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
         if let Some(cores) = file.cpu_limit.get(*name) {
             env.insert("CPU_LIMIT".into(), cores.to_string());
         }
+        if let Some(extra) = file.env.get(*name) {
+            env.extend(extra.clone());
+        }
         let spec = ServiceSpec {
             name: (*name).to_owned(),
             program: match &docker {
@@ -411,6 +442,13 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
             replicas = replicas.clamp(a.min, a.max);
         }
         let supervisor = Supervisor::new(spec, balancer.clone(), actuator.clone(), replicas);
+        if file.healing.get(*name) == Some(&false) {
+            tracing::warn!(
+                service = name,
+                "self-healing is off: failed replicas stay dead"
+            );
+            supervisor.set_healing(false);
+        }
         tasks.push(tokio::spawn(supervisor.clone().run(stop_rx.clone())));
         if let Some(a) = autoscale {
             let policy = a.build()?;
@@ -447,15 +485,19 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
             },
         );
     }
+    let admin = kit::bind(SocketAddr::new(args.host, args.admin_port))
+        .await
+        .context("binding the admin port")?;
     let platform = Platform {
         services: Arc::new(services),
         events,
         token: Some(admin_token(&data_dir)?),
         monitor: Default::default(),
+        admin: Some(crate::discovery::AdminAddress {
+            listen: admin.local_addr().context("the admin port's address")?,
+            advertise: args.advertise_host.clone(),
+        }),
     };
-    let admin = kit::bind(SocketAddr::new(args.host, args.admin_port))
-        .await
-        .context("binding the admin port")?;
     tokio::spawn(serve(
         admin,
         crate::admin::app(platform.clone()),

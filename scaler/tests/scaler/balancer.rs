@@ -161,6 +161,7 @@ async fn put_servers_adds_and_deletes_static_backends() {
         events: Arc::new(Events::default()),
         token: Some("t0k".into()),
         monitor: Default::default(),
+        admin: None,
     };
     let admin = serve(scaler::admin::router(platform)).await;
     let one = serve(echo("one")).await;
@@ -343,6 +344,7 @@ async fn reports_eject_replicas_and_metrics_count_them() {
         events,
         token: None,
         monitor: Default::default(),
+        admin: None,
     };
     let admin = serve(scaler::admin::app(platform)).await;
     let http = client();
@@ -390,7 +392,7 @@ async fn reports_eject_replicas_and_metrics_count_them() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"scaler_events_total{kind="ejected"} 1"#),
+        metrics.contains(r#"scaler_events_total{kind="ejected",service="music"} 1"#),
         "{metrics}"
     );
     assert!(metrics.contains("process_resident_memory_bytes"));
@@ -427,6 +429,7 @@ async fn put_servers_refuses_to_delete_a_supervised_replica() {
         events: Arc::new(Events::default()),
         token: Some("t0k".into()),
         monitor: Default::default(),
+        admin: None,
     };
     let admin = serve(scaler::admin::router(platform)).await;
     let refused = client()

@@ -16,8 +16,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-/// Latency buckets, in seconds: fine at the low end where healthy services live.
-const LATENCY_BUCKETS: &[f64] = &[
+/// Latency buckets, in seconds: fine at the low end where healthy services live. The
+/// scaler's balancer histograms use the same, so the two compare bucket for bucket.
+pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
