@@ -422,6 +422,8 @@ def selftest():
             ok = False
             print("selftest: the second --var service value was not checked", file=sys.stderr)
         broken = Path(tempfile.mkdtemp()) / "broken.json"
+        print("selftest: three failures expected (empty, NaN only, an error), then none",
+              file=sys.stderr)
         for expr, expected in [("absent_metric", 1), ("nan_metric", 1), ("bad(", 1), ("up", 0)]:
             broken.write_text(json.dumps({"panels": [{"title": "p", "targets": [{"refId": "A", "expr": expr}]}]}))
             failures = check(url, [broken], {}, builtins)
