@@ -5,6 +5,11 @@
 #   - `up`: every service healthy (the time it took), the course data loaded by the
 #     loader job (George Clinton, the Taylor Swift song, through the ingress);
 #   - the course flows through the ingress in jwt mode;
+#   - Prometheus of the observability profile (the stand-in image; Grafana and Jaeger
+#     cannot be pulled here) finds every replica through the scaler's HTTP service
+#     discovery and scrapes them through the tests below; after them, every panel of
+#     the service dashboard (music) and of the scaler dashboard returns data
+#     (ci/dashboards.py check);
 #   - `scaler replicas music 3` under load: three serving containers, then back to 1;
 #   - `docker kill` of a music replica under steady load: replaced, 0 failed requests;
 #   - `docker network disconnect` of a replica under load (a partition): ejected, under
@@ -41,8 +46,9 @@ say "engine $(docker version -f '{{.Server.Version}}'), $("${dc[@]}" version --s
 PROFILE=$profile bash docker/build.sh
 bash docker/upstream.sh
 export POSTGRES_IMAGE=scalelab-local/postgres:15 DYNAMODB_IMAGE=scalelab-local/dynamodb:moto
+export PROMETHEUS_IMAGE=scalelab-local/prometheus:2.42
 compose() { "${dc[@]}" -f compose/docker-compose.yml "$@"; }
-everything=(--profile sqlite --profile postgres --profile dynamodb)
+everything=(--profile sqlite --profile postgres --profile dynamodb --profile observability)
 work=$(mktemp -d)
 cleanup() {
   status=$?
@@ -56,6 +62,7 @@ trap cleanup EXIT
 compose "${everything[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 
 admin=http://127.0.0.1:30010
+prometheus=http://127.0.0.1:9090
 status() { curl -sf "$admin/status"; }
 ready() { status | python3 -c "import json,sys; print(json.load(sys.stdin)['services']['$1']['ready'])" 2>/dev/null || echo 0; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -169,6 +176,33 @@ for _ in $(seq 300); do
 done
 flows
 
+echo "== Prometheus (observability profile) finds every replica"
+# Only Prometheus: it watches the scaling, the kill and the partition below, then the
+# dashboards' queries run against what it saw.
+compose --profile observability up -d --no-deps prometheus >"$work/prometheus.log" 2>&1 \
+  || { cat "$work/prometheus.log" >&2; fail "starting prometheus"; }
+# "<targets> <services without an up target> <targets not up>" from /api/v1/targets.
+targets() {
+  curl -sf "$prometheus/api/v1/targets?state=active" | python3 -c '
+import json, sys
+targets = json.load(sys.stdin)["data"]["activeTargets"]
+up = {t["labels"].get("service") for t in targets if t["health"] == "up"}
+missing = {"user", "music", "playlist", "fibonacci", "database-gateway", "scaler"} - up
+down = [t["labels"].get("replica", t["scrapeUrl"]) for t in targets if t["health"] != "up"]
+print(len(targets), ",".join(sorted(missing)) or "-", ",".join(down) or "-")' 2>/dev/null || echo "0 all -"
+}
+t_prom=$(now_ms)
+for _ in $(seq 120); do
+  read -r count missing down < <(targets)
+  [ "$missing" = - ] && [ "$down" = - ] && break
+  sleep 0.5
+done
+[ "$missing" = - ] && [ "$down" = - ] || {
+  compose --profile observability logs --tail 20 prometheus >&2
+  fail "Prometheus after 60 s: $count targets, no target up for: $missing; down: $down"
+}
+say "Prometheus scrapes $count targets, every one up (every service and the scaler), $(($(now_ms) - t_prom)) ms after it started"
+
 echo "== scaling: scaler replicas music 3, then 1"
 steady_load 15 scale
 compose exec -T scaler scaler replicas music 3
@@ -234,6 +268,17 @@ say "cut $cut off: ejected after $ejected_ms ms; $count requests, $failed failed
 [ "$ejected_ms" -le 3000 ] || fail "ejection took $ejected_ms ms (over 3 s)"
 python3 -c "import sys; sys.exit(0 if $failed <= 0.005 * $count else 1)" || fail "$failed of $count failed (over 0.5%)"
 [ "$back" = 2 ] || fail "the partitioned replica was neither back in rotation nor replaced"
+
+echo "== every panel of the service (music) and scaler dashboards has data in Prometheus"
+# The load of the partition test is within the panels' 1-minute windows; the kill
+# above is within the recovery panels' 5 minutes.
+python3 ci/dashboards.py lint
+python3 ci/dashboards.py check --prometheus "$prometheus" --var service=music \
+  --dashboard observability/grafana/dashboards/service.json \
+  --dashboard observability/grafana/dashboards/scaler.json >"$work/dashboards.log" 2>&1 \
+  || { cat "$work/dashboards.log" >&2; fail "a dashboard panel has no data"; }
+sed 's/^/  /' "$work/dashboards.log"
+compose --profile observability rm -sf prometheus >/dev/null 2>&1
 
 echo "== docker restart of the gateway while writes are acknowledged"
 python3 - "$(token)" "$work/acked" <<'PY' &

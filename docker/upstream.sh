@@ -7,31 +7,37 @@
 #                                the official image's contract (POSTGRES_USER, POSTGRES_DB,
 #                                POSTGRES_PASSWORD[_FILE], PGDATA, pg_isready)
 #   scalelab-local/dynamodb:moto moto's DynamoDB-compatible server on port 8000
+#   scalelab-local/prometheus:2.42  Debian's prometheus (2.42) with the official image's
+#                                contract (the binary as entrypoint, /prometheus for its
+#                                data, user nobody, port 9090)
 #
 #   bash docker/upstream.sh          # builds what is missing (debootstrap, as root)
-#   POSTGRES_IMAGE=scalelab-local/postgres:15 DYNAMODB_IMAGE=scalelab-local/dynamodb:moto docker compose ...
+#   POSTGRES_IMAGE=scalelab-local/postgres:15 DYNAMODB_IMAGE=scalelab-local/dynamodb:moto \
+#     PROMETHEUS_IMAGE=scalelab-local/prometheus:2.42 docker compose ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 postgres=scalelab-local/postgres:15
 dynamodb=scalelab-local/dynamodb:moto
+prometheus=scalelab-local/prometheus:2.42
 base=scalelab-local/debian:bookworm
 have() { docker image inspect "$1" >/dev/null 2>&1; }
-if have "$postgres" && have "$dynamodb"; then
-  echo "docker/upstream.sh: $postgres and $dynamodb exist"
+if have "$postgres" && have "$dynamodb" && have "$prometheus"; then
+  echo "docker/upstream.sh: $postgres, $dynamodb and $prometheus exist"
   exit 0
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-if ! have "$base"; then
+# A base made before Prometheus joined it lacks the package: it is made again.
+if ! have "$base" || ! docker run --rm "$base" test -x /usr/bin/prometheus; then
   command -v debootstrap >/dev/null || {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
   }
   mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
   mirror=${mirror:-http://deb.debian.org/debian}
-  echo "docker/upstream.sh: debootstrap bookworm (postgresql-15, python3) from $mirror"
+  echo "docker/upstream.sh: debootstrap bookworm (postgresql-15, prometheus, python3) from $mirror"
   started=$(date +%s)
-  debootstrap --variant=minbase --include=postgresql-15,python3,python3-venv \
+  debootstrap --variant=minbase --include=postgresql-15,prometheus,python3,python3-venv \
     bookworm "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
   # moto in its own virtual environment: the host's pip fetches the wheels from PyPI
@@ -48,7 +54,7 @@ if ! have "$base"; then
   echo "docker/upstream.sh: $base in $(($(date +%s) - started)) s"
 fi
 
-mkdir -p "$work/postgres" "$work/dynamodb"
+mkdir -p "$work/postgres" "$work/dynamodb" "$work/prometheus"
 cat >"$work/postgres/entrypoint.sh" <<'SH'
 #!/bin/bash
 # The official postgres image's contract, on Debian's postgresql-15.
@@ -93,6 +99,16 @@ USER nobody
 EXPOSE 8000
 ENTRYPOINT ["/opt/moto/bin/moto_server", "-H", "0.0.0.0", "-p", "8000"]
 EOF
+cat >"$work/prometheus/Dockerfile" <<EOF
+FROM $base
+RUN mkdir -p /prometheus && chown nobody:nogroup /prometheus
+USER nobody
+WORKDIR /prometheus
+EXPOSE 9090
+ENTRYPOINT ["/usr/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
+EOF
 docker build -q -t "$postgres" "$work/postgres" >/dev/null 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
 docker build -q -t "$dynamodb" "$work/dynamodb" >/dev/null 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
+docker build -q -t "$prometheus" "$work/prometheus" >/dev/null 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep '^scalelab-local/' | sort

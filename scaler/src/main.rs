@@ -46,6 +46,9 @@ enum Command {
         /// (postgres://scalelab:<password>@postgres:5432/scalelab).
         #[arg(long)]
         postgres: bool,
+        /// Also grafana-admin-password (Grafana's `admin`, the observability profile).
+        #[arg(long)]
+        grafana: bool,
     },
     /// Probe a running scaler's admin API (`GET /health_check`) and exit 0 when it
     /// answers 200: the container health check (the image has no shell or curl).
@@ -153,12 +156,16 @@ async fn main() -> anyhow::Result<()> {
             out,
             seed,
         } => simulate(&trace, &policy, json, &out, seed),
-        Command::Secrets { dir, postgres } => {
-            let extra: &[&str] = if postgres {
-                &["postgres-password"]
-            } else {
-                &[]
-            };
+        Command::Secrets {
+            dir,
+            postgres,
+            grafana,
+        } => {
+            let extra = [
+                (postgres, "postgres-password"),
+                (grafana, "grafana-admin-password"),
+            ];
+            let extra = extra.iter().filter(|(on, _)| *on).map(|(_, name)| name);
             for name in scaler::up::SECRETS.iter().chain(extra) {
                 let created = scaler::up::ensure_secret(&dir, name, None)?;
                 println!(

@@ -387,6 +387,9 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
         .gateway
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", port_of("database-gateway")));
+    let otlp_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut services = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -402,6 +405,10 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
         if docker.is_none() {
             env.insert("JWT_SECRET".to_owned(), jwt_secret.clone());
             env.insert("DATASTORE_TOKEN".to_owned(), datastore_token.clone());
+        }
+        // Child processes inherit the scaler's trace export; containers get it here.
+        if let Some(endpoint) = &otlp_endpoint {
+            env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone());
         }
         // A local run loads the course users, who have no passwords: they log in by uid
         // here (and in `scaler demo`), never in a deployment (Compose, Kubernetes).
