@@ -183,11 +183,29 @@ for line in sorted(sys.stdin):
     print("    %s %.4g" % (" ".join(k + "=" + m[k] for k in sorted(m)), float(v)))'
 done
 
+# A recovery for the scaler dashboard's recovery panels: one music replica SIGKILLed
+# (healing on), replaced, and the recovery scraped.
+music_pid=$(pgrep -P "$up" -x music | head -1)
+[ -n "$music_pid" ] || fail "no music replica process under scaler up"
+kill -KILL "$music_pid"
+killed=$(now_ms)
+until [ -n "$(q 'scaler_recovery_seconds_count{service="music"} > 0')" ]; do
+  [ $(( $(now_ms) - killed )) -gt 60000 ] && fail "no music recovery in Prometheus within 60 s of the kill"
+  sleep 1
+done
+recovery=$(q 'scaler_recovery_seconds_sum{service="music"} / scaler_recovery_seconds_count{service="music"}' |
+  python3 -c 'import json, sys; print("%.2f" % float(json.loads(sys.stdin.readline())[1]))')
+say "music replica $music_pid SIGKILLed: replaced in ${recovery} s (scaler_recovery_seconds), in Prometheus $(( ($(now_ms) - killed) / 1000 )) s after the kill"
+
 if [ -f ci/dashboards.py ]; then
-  music_replica=$(q 'up{service="music"}' | head -1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[0]["replica"])')
+  music_replica=$(q 'up{service="music"} == 1' | head -1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[0]["replica"])')
   python3 ci/dashboards.py lint
+  # The service dashboard for every service with traffic (all replicas), then once more
+  # for one music replica; the scaler and Fibonacci dashboards once.
+  python3 ci/dashboards.py check --prometheus "$api" --dashboard observability/grafana/dashboards/service.json \
+    --var service=music --var service=user --var service=playlist --var service=database-gateway --var service=fibonacci
   python3 ci/dashboards.py check --prometheus "$api" --var service=music --var replica="$music_replica"
-  say "ci/dashboards.py: lint and check passed (service=music, replica=$music_replica)"
+  say "ci/dashboards.py: lint and check passed (service.json for music, user, playlist, database-gateway, fibonacci; every dashboard with service=music, replica=$music_replica)"
 else
   say "ci/dashboards.py is not there (yet): dashboard panels not checked"
 fi

@@ -24,6 +24,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Self::Started,
+        Self::Ready,
+        Self::Unhealthy,
+        Self::Healthy,
+        Self::Ejected,
+        Self::Exited,
+        Self::Killed,
+        Self::Replaced,
+        Self::Stopped,
+        Self::Scaled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Started => "started",
@@ -95,6 +108,15 @@ impl Default for Events {
 }
 
 impl Events {
+    /// Creates `service`'s series at 0 (every event kind, the recovery histogram), so
+    /// Prometheus's `increase()` counts a service's first event of a kind too.
+    pub fn register(&self, service: &str) {
+        for kind in Kind::ALL {
+            let _ = self.counter.with_label_values(&[service, kind.as_str()]);
+        }
+        let _ = self.recovery.with_label_values(&[service]);
+    }
+
     pub fn record(&self, service: &str, replica: &str, kind: Kind, detail: impl Into<String>) {
         let event = Event {
             at_ms: SystemTime::now()

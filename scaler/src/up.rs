@@ -438,6 +438,7 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
             log_dir: data_dir.join("logs"),
         };
         let pool = Arc::new(Pool::new(file.strategy.unwrap_or_default()));
+        events.register(name);
         let balancer = Balancer::new(name, pool, events.clone(), Duration::from_secs(30));
         let mut replicas = file
             .replicas
