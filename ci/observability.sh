@@ -217,6 +217,23 @@ for f in "$work"/load-*.log; do
   echo "  $(basename "$f" .log):"; tail -n 4 "$f" | sed 's/^/    /'
 done
 
+# ReplicasFlapping: five scaling changes of user within seconds (PUT /replicas, as an
+# oscillating autoscaler would make them).
+admin_token=$(cat "$work/data/scaler-token")
+for n in 2 1 2 1 2; do
+  curl -sf -X PUT http://127.0.0.1:30010/replicas -H "Authorization: Bearer $admin_token" \
+    -H 'Content-Type: application/json' -d "{\"service\":\"user\",\"replicas\":$n}" >/dev/null ||
+    fail "PUT /replicas user $n"
+  sleep 1
+done
+scaled=$(now_ms)
+until firing ReplicasFlapping service user; do
+  [ $(( $(now_ms) - scaled )) -gt 60000 ] && fail "ReplicasFlapping did not fire for user within 60 s of five scaling changes"
+  sleep 1
+done
+flap_fired_s=$(python3 -c "print(f'{($(now_ms) - $scaled) / 1000:.1f}')")
+say "ReplicasFlapping fired for user ${flap_fired_s} s after its fifth scaling change in 5 s"
+
 # TargetDown: both fibonacci replicas SIGKILLed with healing off; they stay listed.
 fib_pids=$(pgrep -P "$up" -x fibonacci | tr '\n' ' ')
 [ "$(wc -w <<<"$fib_pids")" = 2 ] || fail "expected 2 fibonacci replicas, found pids: $fib_pids"
@@ -242,5 +259,5 @@ pgrep -P "$up" -x fibonacci >/dev/null && fail "a fibonacci replica was started 
 say "TargetDown fired for both fibonacci replicas ${down_fired_s} s after the kill (for: 30s); both still listed, none replaced"
 
 echo
-say "figures: $sd targets; ServiceErrorRatioHigh (music) fired ${error_fired_s} s after the load started; TargetDown (fibonacci x2) ${down_fired_s} s after the kill"
+say "figures: $sd targets; ServiceErrorRatioHigh (music) fired ${error_fired_s} s after the load started; ReplicasFlapping (user) ${flap_fired_s} s after the fifth change; TargetDown (fibonacci x2) ${down_fired_s} s after the kill"
 say "passed"
