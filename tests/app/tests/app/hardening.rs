@@ -400,22 +400,9 @@ async fn a_wrong_gateway_token_keeps_a_service_unready_and_says_it_is_misconfigu
         ],
         dir.path(),
     );
-    let http = client();
     // Up (its health answers), but never ready.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http.get(format!("{}/health", music.base)).send().await
-            && r.status() == StatusCode::OK
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "music did not start:\n{}",
-            music.log()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    music.wait_for("/health").await;
+    let http = client();
     let ready = http
         .get(format!("{}/readiness", music.base))
         .send()

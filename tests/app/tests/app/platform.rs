@@ -106,18 +106,23 @@ impl Process {
     }
 
     pub async fn wait_ready(&self) {
+        self.wait_for("/readiness").await;
+    }
+
+    /// Waits (20 s at most) until `path` answers 200.
+    pub async fn wait_for(&self, path: &str) {
         let http = client();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = http.get(format!("{}/readiness", self.base)).send().await
+            if let Ok(r) = http.get(format!("{}{path}", self.base)).send().await
                 && r.status() == StatusCode::OK
             {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "not ready in 20 s:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                "{path} not 200 in 20 s:\n{}",
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
