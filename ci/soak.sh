@@ -30,6 +30,9 @@ cleanup() {
   [ -n "$loader" ] && kill "$loader" 2>/dev/null || true
   kill -INT "$up" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$up" 2>/dev/null || break; sleep 0.1; done
+  # The scaler's log and its replicas' logs stay with the report (events, replacements).
+  cp "$work/up.log" "$out/scaler-up.log" 2>/dev/null || true
+  cp -r "$work/data/logs" "$out/logs" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
