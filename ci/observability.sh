@@ -74,6 +74,11 @@ fibonacci = 2
 MUSIC_VERSION = "v2"
 MUSIC_ERROR_PERCENT = "50"
 
+# Playlist holds every request 600 ms (an injected delay fault, above its 0.5 s SLO
+# threshold): ServiceLatencySLOBurn.
+[env.playlist]
+FAULT_DELAY = "600ms"
+
 # Killed fibonacci replicas stay listed and down: TargetDown.
 [healing]
 fibonacci = false
@@ -117,7 +122,7 @@ sys.exit(0 if any(a["labels"].get("alertname") == name and a["labels"].get(label
 
 token=$(curl -sf -X PUT http://127.0.0.1:30000/api/v1/user/login -d '{"uid":"b66f61e7-4fad-402f-aaad-101e3e2522d3"}')
 [ -n "$token" ] || fail "no token for the course user"
-load_s=150
+load_s=210
 load_started=$(now_ms)
 for sim in ReadMusicSim:20 ReadUserSim:5 ReadPlaylistSim:5; do
   TOKEN=$token USERS=${sim#*:} "$bin/loader" run "${sim%:*}" --duration "${load_s}s" \
@@ -210,6 +215,16 @@ else
   say "ci/dashboards.py is not there (yet): dashboard panels not checked"
 fi
 
+# ServiceLatencySLOBurn: every playlist request is slower than its 0.5 s threshold, so
+# both burn windows exceed 14.4%; `for: 2m`, so within 4 minutes of the load starting.
+while ! firing ServiceLatencySLOBurn service playlist; do
+  [ $(( $(now_ms) - load_started )) -gt 240000 ] && { q 'service:http_requests_slower_than_slo:ratio_rate5m' >&2; fail "ServiceLatencySLOBurn did not fire for playlist within 240 s"; }
+  sleep 1
+done
+slo_fired_s=$(python3 -c "print(f'{($(now_ms) - $load_started) / 1000:.1f}')")
+slow=$(q 'service:http_requests_slower_than_slo:ratio_rate5m{service="playlist"}' | python3 -c 'import json,sys; print("%.1f%%" % (100 * float(json.loads(sys.stdin.readline())[1])))')
+say "ServiceLatencySLOBurn fired for playlist ${slo_fired_s} s after the load started (for: 2m; ${slow} of its requests over 5 min slower than 0.5 s)"
+
 for pid in $loads; do wait "$pid" || true; done
 loads=""
 say "the loader's summaries (music v2's 500s are expected KOs):"
@@ -259,5 +274,5 @@ pgrep -P "$up" -x fibonacci >/dev/null && fail "a fibonacci replica was started 
 say "TargetDown fired for both fibonacci replicas ${down_fired_s} s after the kill (for: 30s); both still listed, none replaced"
 
 echo
-say "figures: $sd targets; ServiceErrorRatioHigh (music) fired ${error_fired_s} s after the load started; ReplicasFlapping (user) ${flap_fired_s} s after the fifth change; TargetDown (fibonacci x2) ${down_fired_s} s after the kill"
+say "figures: $sd targets; ServiceErrorRatioHigh (music) fired ${error_fired_s} s after the load started; ServiceLatencySLOBurn (playlist) ${slo_fired_s} s after; ReplicasFlapping (user) ${flap_fired_s} s after the fifth change; TargetDown (fibonacci x2) ${down_fired_s} s after the kill"
 say "passed"

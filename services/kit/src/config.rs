@@ -53,6 +53,16 @@ pub struct ServerArgs {
     #[arg(long, env = "CPU_LIMIT", value_parser = crate::cpu_limit::parse_cores)]
     pub cpu_limit: Option<f64>,
 
+    /// Fault injection, as a service mesh's delay fault: hold `FAULT_DELAY_PERCENT` of
+    /// the service's own requests (never the probes or `/metrics`) this long before
+    /// handling them (e.g. `600ms`). `0s`, the default: no delay.
+    #[arg(long, env = "FAULT_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub fault_delay: Duration,
+
+    /// Percentage of requests `FAULT_DELAY` holds (0 to 100).
+    #[arg(long, env = "FAULT_DELAY_PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub fault_delay_percent: u8,
+
     /// Probe the instance that listens on the same address (`GET /health`) and exit:
     /// 0 when it answers 200, 1 otherwise. For container health checks (the images
     /// have no shell or curl).
@@ -81,6 +91,8 @@ impl Default for ServerArgs {
             max_connections: 10_000,
             log_format: "text".to_owned(),
             cpu_limit: None,
+            fault_delay: Duration::ZERO,
+            fault_delay_percent: 100,
             healthcheck: false,
         }
     }

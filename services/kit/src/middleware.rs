@@ -32,6 +32,22 @@ pub(crate) async fn stamp_route(req: Request, next: Next) -> Response {
     response
 }
 
+/// An injected delay fault (`FAULT_DELAY`, `FAULT_DELAY_PERCENT`): what the course's
+/// Istio delay did at the mesh, for a run without one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delay {
+    pub(crate) delay: std::time::Duration,
+    pub(crate) percent: u8,
+}
+
+/// Holds `percent` of the requests `delay` before they reach the handler.
+pub(crate) async fn delay(State(fault): State<Delay>, req: Request, next: Next) -> Response {
+    if rand::random_range(0..100u8) < fault.percent {
+        tokio::time::sleep(fault.delay).await;
+    }
+    next.run(req).await
+}
+
 /// Decrements the in-flight gauge even if the request future is dropped.
 struct InFlight<'a>(&'a prometheus::IntGauge);
 

@@ -35,6 +35,7 @@ pub struct Kit {
     body_limit: usize,
     request_timeout: Duration,
     cpu_limit: Option<f64>,
+    fault: Option<middleware::Delay>,
 }
 
 impl Kit {
@@ -48,6 +49,12 @@ impl Kit {
             body_limit: args.body_limit,
             request_timeout: args.request_timeout,
             cpu_limit: args.cpu_limit,
+            fault: (!args.fault_delay.is_zero() && args.fault_delay_percent > 0).then_some(
+                middleware::Delay {
+                    delay: args.fault_delay,
+                    percent: args.fault_delay_percent,
+                },
+            ),
         }
     }
 
@@ -71,6 +78,7 @@ impl Kit {
             body_limit,
             request_timeout,
             cpu_limit,
+            fault,
         } = self;
         // Only the service's own routes wait for CPU, not the probes or `/metrics`.
         let app = match cpu_limit {
@@ -78,6 +86,20 @@ impl Kit {
                 crate::cpu_limit::CpuLimit::new(cores),
                 crate::cpu_limit::throttle,
             )),
+            None => app,
+        };
+        let app = match fault {
+            Some(delay) => {
+                tracing::warn!(
+                    "fault injection on: {:?} delay on {}% of requests (FAULT_DELAY, FAULT_DELAY_PERCENT)",
+                    delay.delay,
+                    delay.percent
+                );
+                app.layer(axum::middleware::from_fn_with_state(
+                    delay,
+                    middleware::delay,
+                ))
+            }
             None => app,
         };
         let probes = Router::new()

@@ -374,3 +374,36 @@ async fn healthcheck_probes_the_instance_on_its_listen_address() {
         .expect("probe");
     assert_eq!(down, 1, "nothing listening is unhealthy");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_injected_delay_holds_the_services_routes_but_never_the_probes() {
+    let router = |percent| {
+        let args = ServerArgs {
+            fault_delay: Duration::from_secs(7),
+            fault_delay_percent: percent,
+            ..ServerArgs::default()
+        };
+        Kit::new("kit-test", "kit", &args)
+            .into_router(Router::new().route("/things/{id}", get(|| async { "thing" })))
+    };
+    let delayed = router(100);
+    for probe in ["/health", "/readiness", "/api/v1/kit/health", "/metrics"] {
+        let started = tokio::time::Instant::now();
+        let (status, _, _) = call(&delayed, get_req(probe)).await;
+        assert_eq!(status, StatusCode::OK, "{probe}");
+        assert_eq!(started.elapsed(), Duration::ZERO, "{probe} was delayed");
+    }
+    let started = tokio::time::Instant::now();
+    let (status, _, body) = call(&delayed, get_req("/things/1")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "thing"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let started = tokio::time::Instant::now();
+    let (status, _, _) = call(&router(0), get_req("/things/1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(started.elapsed(), Duration::ZERO, "0% still delayed");
+}
