@@ -93,20 +93,23 @@ impl AutoscaleConfig {
 }
 
 /// What the autoscaler scales: a replica count it reads and sets, with a reason. The
-/// supervisor is one; a Kubernetes Deployment's scale is another.
+/// supervisor is one; a Kubernetes Deployment's scale subresource is another
+/// ([`crate::kubernetes::DeploymentScale`]).
+#[async_trait::async_trait]
 pub trait ScaleTarget: Send + Sync {
     /// The replica count asked for now.
-    fn desired(&self) -> usize;
+    async fn desired(&self) -> usize;
     /// Asks for `n` replicas; `reason` goes into the `scaled` event.
-    fn scale(&self, n: usize, reason: &str);
+    async fn scale(&self, n: usize, reason: &str);
 }
 
+#[async_trait::async_trait]
 impl ScaleTarget for Supervisor {
-    fn desired(&self) -> usize {
+    async fn desired(&self) -> usize {
         self.desired.load(Ordering::SeqCst)
     }
 
-    fn scale(&self, n: usize, reason: &str) {
+    async fn scale(&self, n: usize, reason: &str) {
         Supervisor::scale(self, n, Some(reason));
     }
 }
@@ -234,15 +237,15 @@ pub async fn run(
     policy: Box<dyn Policy>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let observer = BalancerObserver::new(supervisor.balancer.clone(), &supervisor.spec);
-    run_with(supervisor, Box::new(observer), policy, stop).await;
+    let mut observer = BalancerObserver::new(supervisor.balancer.clone(), &supervisor.spec);
+    run_with(supervisor, &mut observer, policy, stop).await;
 }
 
 /// Runs `policy` on the observations of `source` and sets `target`'s replica count
 /// until `stop` changes.
 pub async fn run_with(
     target: Arc<dyn ScaleTarget>,
-    mut source: Box<dyn Observe>,
+    source: &mut dyn Observe,
     mut policy: Box<dyn Policy>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -253,17 +256,20 @@ pub async fn run_with(
             () = tokio::time::sleep(until_next_tick(SystemTime::now(), seconds)) => {}
             _ = stop.changed() => return,
         }
+        let observed = source.observe(seconds).await;
         let observation = Observation {
             time: started.elapsed().as_secs_f64(),
-            total: target.desired(),
-            ..source.observe(seconds).await
+            total: target.desired().await,
+            ..observed
         };
         let decision = policy.decide(&observation);
         if decision.desired != observation.total {
-            target.scale(
-                decision.desired,
-                &format!("{}: {}", policy.name(), decision.reason),
-            );
+            target
+                .scale(
+                    decision.desired,
+                    &format!("{}: {}", policy.name(), decision.reason),
+                )
+                .await;
         }
     }
 }

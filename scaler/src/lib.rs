@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod docker;
 pub mod events;
 pub mod ingress;
+pub mod kubernetes;
 pub mod metrics;
 pub mod policy;
 pub mod pool;

@@ -15,6 +15,10 @@ enum Command {
     /// Start the whole platform (gateway on SQLite, course data, every service behind a
     /// balancer, ingress, admin API) and run until Ctrl-C.
     Up(scaler::up::UpArgs),
+    /// On Kubernetes: autoscale the Deployments of `[autoscale.<deployment>]` through
+    /// their scale subresource, from their pods' `/metrics`; of several replicas only
+    /// the holder of a Lease acts.
+    K8s(scaler::kubernetes::K8sArgs),
     /// Run policies against a load trace on a queueing model of replicas, and compare.
     Simulate {
         /// `cmpt756-steps`, `flash-crowd`, `burst`, `diurnal`, `all`, or a CSV of `seconds,users`.
@@ -143,6 +147,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => {
             let _telemetry = kit::telemetry::init("scaler", "text")?;
             scaler::up::run(args).await
+        }
+        Command::K8s(args) => {
+            let format = std::env::var("LOG_FORMAT").unwrap_or_else(|_| "text".to_owned());
+            let _telemetry = kit::telemetry::init("scaler", &format)?;
+            scaler::kubernetes::run(args).await
         }
         Command::Demo(args) => {
             // The demo prints its own account of events; logs only for problems.

@@ -172,10 +172,19 @@ impl Policy for Littles {
             self.history.pop_front();
         }
         if self.capacity.is_none() && o.p99_ms <= self.config.slo_p99_ms && o.cpu < 0.9 {
-            // Nothing measured yet and nothing wrong: keep, rather than act on a guess.
+            // Nothing measured yet and nothing wrong: keep, rather than act on a guess
+            // (but within the bounds: a Deployment scaled by hand below min comes back).
+            let desired = self.config.bounds.clamp(o.total);
             return Decision {
-                desired: o.total,
-                reason: "learning the capacity of a replica".to_owned(),
+                desired,
+                reason: if desired == o.total {
+                    "learning the capacity of a replica".to_owned()
+                } else {
+                    format!(
+                        "{} replicas is outside {}..={}",
+                        o.total, self.config.bounds.min, self.config.bounds.max
+                    )
+                },
             };
         }
         if self.capacity.is_none() {

@@ -5,5 +5,6 @@
 mod autoscaling;
 mod balancer;
 mod healing;
+mod kubernetes;
 mod prometheus;
 mod support;
