@@ -927,6 +927,27 @@ process_cpu_seconds_total 12.5
     }
 
     #[test]
+    fn the_scaler_components_configuration_builds_every_policy() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../k8s/components/scaler/scaler.toml"
+        );
+        let text = std::fs::read_to_string(path).expect("k8s/components/scaler/scaler.toml");
+        let config: crate::up::FileConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(
+            config.autoscale.keys().collect::<Vec<_>>(),
+            ["fibonacci", "music", "playlist", "user"]
+        );
+        for (name, autoscale) in &config.autoscale {
+            autoscale.build().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                config.cpu_limit.contains_key(name),
+                "no [cpu_limit] for {name}"
+            );
+        }
+    }
+
+    #[test]
     fn field_managers_name_the_replica_within_the_api_limit() {
         assert_eq!(field_manager("scaler-7d9f-abc"), "scaler/scaler-7d9f-abc");
         assert_eq!(field_manager(&"x".repeat(300)).len(), 128);
