@@ -138,9 +138,10 @@ fn no_generated_request_gets_a_5xx() {
                 let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} without the JSON envelope: {text}"));
                 assert!(json["error"].is_string(), "{text}");
             }
-            status
+            (status, text)
         });
-        prop_assert!(!status.is_server_error(), "{method} {path}?{query} with {body:?} -> {status}");
+        let (status, text) = status;
+        prop_assert!(!status.is_server_error(), "{method} {path}?{query} with {body:?} -> {status}: {text}");
     });
     runtime.block_on(app.assert_alive());
 }
