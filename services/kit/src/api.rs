@@ -27,6 +27,11 @@ pub fn text(value: &str, field: &str) -> Result<Value, ApiError> {
             "`{field}` must not be empty"
         )));
     }
+    if trimmed.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` holds a NUL character, which cannot be stored"
+        )));
+    }
     if trimmed.chars().count() > MAX_TEXT {
         return Err(ApiError::bad_request(format!(
             "`{field}` is longer than {MAX_TEXT} characters"
@@ -49,5 +54,6 @@ mod tests {
         assert_eq!(text("  Bix ", "fname"), Ok(Value::String("Bix".into())));
         assert!(text("   ", "fname").is_err());
         assert!(text(&"x".repeat(MAX_TEXT + 1), "fname").is_err());
+        assert!(text("a\0b", "fname").is_err());
     }
 }

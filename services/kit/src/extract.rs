@@ -47,6 +47,27 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// For an optional body field that may be left out but is never `null` (a name can be
+/// changed, not cleared): `#[serde(default, deserialize_with = "kit::extract::not_null")]`,
+/// with `#[schema(value_type = String, required = false)]` so the document says the same.
+pub fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// For an optional body field where `null` means "clear it": tells absent (`None`,
+/// with `#[serde(default)]`) from `null` (`Some(None)`).
+pub fn absent_or_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 fn body_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")

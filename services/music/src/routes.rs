@@ -30,13 +30,25 @@ pub struct ApiDoc;
 #[serde(deny_unknown_fields)]
 pub struct NewSong {
     #[serde(rename = "Artist")]
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     artist: String,
     #[serde(rename = "SongTitle")]
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     song_title: String,
     #[serde(rename = "OrigArtist", default)]
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     orig_artist: Option<String>,
 }
 
@@ -45,15 +57,27 @@ pub struct NewSong {
 #[serde(deny_unknown_fields)]
 #[schema(min_properties = 1)]
 pub struct SongChanges {
-    #[serde(rename = "Artist")]
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[serde(
+        rename = "Artist",
+        default,
+        deserialize_with = "kit::extract::not_null"
+    )]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 1024, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     artist: Option<String>,
-    #[serde(rename = "SongTitle")]
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[serde(
+        rename = "SongTitle",
+        default,
+        deserialize_with = "kit::extract::not_null"
+    )]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 1024, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     song_title: Option<String>,
     /// `null` clears it.
-    #[serde(rename = "OrigArtist", default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[serde(
+        rename = "OrigArtist",
+        default,
+        deserialize_with = "kit::extract::absent_or_null"
+    )]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1024, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     orig_artist: Option<Option<String>>,
 }
 
@@ -61,8 +85,8 @@ pub struct SongChanges {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrigArtist {
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, required = true, min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[serde(default, deserialize_with = "kit::extract::absent_or_null")]
+    #[schema(value_type = Option<String>, required = true, min_length = 1, max_length = 1024, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     orig_artist: Option<Option<String>>,
 }
 
@@ -109,11 +133,6 @@ pub struct SongRead {
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct OrigArtistAnswer {
     orig_artist: Option<String>,
-}
-
-/// Tells "absent" (`None`) from "null" (`Some(None)`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 fn id_body(id: &str) -> Json<Value> {

@@ -34,7 +34,11 @@ pub struct ApiDoc;
 #[serde(deny_unknown_fields)]
 pub struct NewPlaylist {
     #[serde(rename = "Name")]
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     name: String,
     /// Music ids: the course's comma-separated string, or a JSON array.
     #[serde(rename = "Playlist")]
@@ -46,7 +50,11 @@ pub struct NewPlaylist {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Song {
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     music_id: String,
 }
 

@@ -41,11 +41,23 @@ pub struct ApiDoc;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     fname: String,
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     lname: String,
-    #[schema(min_length = 3, max_length = 1024, pattern = r"^\s*[^@\s]+@\S+\s*$")]
+    #[schema(
+        min_length = 3,
+        max_length = 1024,
+        pattern = r"^\s*[^@\s\x00]+@[^\s\x00]+\s*$"
+    )]
     email: String,
     /// Stored only as an Argon2 hash, and then required at login. Required with
     /// `AUTH_MODE=jwt`; optional in presence mode (as the course's users).
@@ -58,11 +70,14 @@ pub struct NewUser {
 #[serde(deny_unknown_fields)]
 #[schema(min_properties = 1)]
 pub struct UserChanges {
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[serde(default, deserialize_with = "kit::extract::not_null")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 1024, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     fname: Option<String>,
-    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    #[serde(default, deserialize_with = "kit::extract::not_null")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 1024, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     lname: Option<String>,
-    #[schema(min_length = 3, max_length = 1024, pattern = r"^\s*[^@\s]+@\S+\s*$")]
+    #[serde(default, deserialize_with = "kit::extract::not_null")]
+    #[schema(value_type = String, required = false, min_length = 3, max_length = 1024, pattern = r"^\s*[^@\s\x00]+@[^\s\x00]+\s*$")]
     email: Option<String>,
 }
 

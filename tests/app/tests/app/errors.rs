@@ -160,6 +160,19 @@ async fn bad_bodies_are_400() {
             r#"{"Artist": "a", "SongTitle": "x", "Extra": 1}"#,
         ),
         (&p.music, Method::PUT, format!("/api/v1/music/{song}"), "{}"),
+        // A song's names can be changed, never cleared (the document says so too).
+        (
+            &p.music,
+            Method::PUT,
+            format!("/api/v1/music/{song}"),
+            r#"{"SongTitle": null}"#,
+        ),
+        (
+            &p.music,
+            Method::PUT,
+            format!("/api/v1/music/{song}"),
+            r#"{"Artist": null, "OrigArtist": "x"}"#,
+        ),
         (
             &p.music,
             Method::PUT,

@@ -68,6 +68,24 @@ async fn every_service_documents_its_routes_in_valid_openapi_3() {
                 "{method} {path} has responses"
             );
         }
+        // Change bodies: a name can be left out but not sent as `null` (the service
+        // answers 400), so the document must not call it nullable; only a song's
+        // OrigArtist is cleared with `null`.
+        for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
+            if !name.ends_with("Changes") {
+                continue;
+            }
+            for (field, property) in schema["properties"].as_object().expect("properties") {
+                let nullable = property["type"]
+                    .as_array()
+                    .is_some_and(|types| types.iter().any(|t| t == "null"));
+                assert_eq!(
+                    nullable,
+                    field == "OrigArtist",
+                    "{name}.{field}: {property}"
+                );
+            }
+        }
     }
 }
 
