@@ -37,7 +37,8 @@ fi
 
 work=$(mktemp -d /tmp/scalelab-dynamo.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m moto.server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+# One request at a time, as DynamoDB applies them (see docker/moto-serial.py).
+python3 docker/moto-serial.py -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 moto=$!
 cleanup() { kill "$moto" 2>/dev/null || true; [ -n "${gw:-}" ] && kill "$gw" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT

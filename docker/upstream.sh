@@ -6,7 +6,9 @@
 #   scalelab-local/postgres:15   Debian's postgresql-15 behind an entrypoint that keeps
 #                                the official image's contract (POSTGRES_USER, POSTGRES_DB,
 #                                POSTGRES_PASSWORD[_FILE], PGDATA, pg_isready)
-#   scalelab-local/dynamodb:moto moto's DynamoDB-compatible server on port 8000
+#   scalelab-local/dynamodb:moto moto's DynamoDB-compatible server on port 8000, one
+#                                request at a time as DynamoDB applies them
+#                                (docker/moto-serial.py)
 #   scalelab-local/prometheus:2.42  Debian's prometheus (2.42) with the official image's
 #                                contract (the binary as entrypoint, /prometheus for its
 #                                data, user nobody, port 9090)
@@ -21,7 +23,9 @@ dynamodb=scalelab-local/dynamodb:moto
 prometheus=scalelab-local/prometheus:2.42
 base=scalelab-local/debian:bookworm
 have() { docker image inspect "$1" >/dev/null 2>&1; }
-if have "$postgres" && have "$dynamodb" && have "$prometheus"; then
+# An image made before the one-request-at-a-time wrapper is made again.
+serial() { docker run --rm --entrypoint test "$dynamodb" -f /opt/moto/serial.py 2>/dev/null; }
+if have "$postgres" && have "$dynamodb" && serial && have "$prometheus"; then
   echo "docker/upstream.sh: $postgres, $dynamodb and $prometheus exist"
   exit 0
 fi
@@ -93,11 +97,13 @@ EXPOSE 5432
 STOPSIGNAL SIGINT
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
 EOF
+cp docker/moto-serial.py "$work/dynamodb/"
 cat >"$work/dynamodb/Dockerfile" <<EOF
 FROM $base
+COPY moto-serial.py /opt/moto/serial.py
 USER nobody
 EXPOSE 8000
-ENTRYPOINT ["/opt/moto/bin/moto_server", "-H", "0.0.0.0", "-p", "8000"]
+ENTRYPOINT ["/opt/moto/bin/python3", "/opt/moto/serial.py", "-H", "0.0.0.0", "-p", "8000"]
 EOF
 cat >"$work/prometheus/Dockerfile" <<EOF
 FROM $base

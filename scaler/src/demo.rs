@@ -22,7 +22,7 @@ use crate::up::{self, FileConfig, UpArgs};
 /// The users of the six steps: scenario 0 (one per service) and 1 to 5.
 pub const STEPS: [u32; 6] = [3, 300, 600, 900, 1200, 1500];
 /// The services the demo scales.
-const SCALED: [&str; 3] = ["user", "music", "playlist"];
+pub const SCALED: [&str; 3] = ["user", "music", "playlist"];
 /// A course user the demo logs in as.
 const DEMO_UID: &str = "b66f61e7-4fad-402f-aaad-101e3e2522d3";
 
@@ -60,7 +60,31 @@ pub struct DemoArgs {
     /// The scenario whose requests the demo sends (its steps are replaced by the demo's).
     #[arg(long, default_value = "gatling/scenarios/cmpt756-steps.toml")]
     pub scenario: PathBuf,
+
+    /// The autoscaling policy of user, music and playlist.
+    #[arg(long, default_value = "littles", value_parser = POLICIES)]
+    pub policy: String,
+
+    /// `hpa`'s target: `cpu:0.7` (Kubernetes' usual), `latency:200`, `concurrency:10`, `rps:70`.
+    #[arg(long, default_value = "cpu:0.7")]
+    pub hpa_target: String,
+
+    /// `kpa`'s target: `concurrency:10` (requests in flight per replica) or `rps:70`.
+    #[arg(long, default_value = "concurrency:10")]
+    pub kpa_target: String,
+
+    /// Run the demo once per policy of this list, back to back on the same trace, and
+    /// write one comparison report to --out (e.g. `--compare littles,hpa,kpa`).
+    #[arg(long, value_delimiter = ',', value_parser = POLICIES)]
+    pub compare: Vec<String>,
+
+    /// With --compare: how many times the whole comparison is run.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
 }
+
+/// The policies the demo can run.
+pub const POLICIES: [&str; 4] = ["littles", "hpa", "kpa", "threshold"];
 
 fn parse_cores(text: &str) -> Result<f64, String> {
     kit::cpu_limit::parse_cores(text)
@@ -131,6 +155,11 @@ pub struct StepSummary {
 /// `demo.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DemoReport {
+    /// The policy that scaled user, music and playlist.
+    #[serde(default = "littles")]
+    pub policy: String,
+    #[serde(default = "default_slo")]
+    pub slo_p99_ms: f64,
     pub step_s: f64,
     pub cpu_limit: f64,
     pub steps: Vec<StepSummary>,
@@ -141,6 +170,14 @@ pub struct DemoReport {
     pub failed: usize,
     /// The replica the demo killed and how long its replacement took, in seconds.
     pub killed: Option<(String, f64)>,
+}
+
+fn littles() -> String {
+    "littles".to_owned()
+}
+
+fn default_slo() -> f64 {
+    250.0
 }
 
 fn now_ms() -> f64 {
@@ -230,22 +267,53 @@ fn timed(e: &Event, zero_ms: f64) -> TimedEvent {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !args.compare.is_empty() {
+        return crate::compare::run(args).await;
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let out = std::fs::canonicalize(&args.out)?;
+    let report = run_one(&args, &args.policy, &out).await?;
+    print!("{}", summary(&report));
+    println!("report: {}", out.join("index.html").display());
+    Ok(())
+}
+
+/// The policy `name` as the demo configures it for a service.
+pub fn autoscale_config(args: &DemoArgs, name: &str) -> AutoscaleConfig {
+    AutoscaleConfig {
+        policy: name.to_owned(),
+        min: 1,
+        max: args.max_replicas,
+        target: match name {
+            "hpa" => Some(args.hpa_target.clone()),
+            "kpa" => Some(args.kpa_target.clone()),
+            _ => None,
+        },
+        slo_p99_ms: args.slo_p99_ms,
+    }
+}
+
+/// One demo with `policy` into `out` (an existing folder): starts the platform, drives
+/// the steps, stops it, and writes `index.html` and `demo.json` there.
+pub async fn run_one(args: &DemoArgs, policy: &str, out: &Path) -> anyhow::Result<DemoReport> {
     anyhow::ensure!(args.max_replicas >= 1, "--max-replicas must be at least 1");
     anyhow::ensure!(
         args.step >= Duration::from_secs(2),
         "--step must be at least 2s"
     );
-    let bins = bin_dir(&args)?;
+    let bins = bin_dir(args)?;
     let loader = bins.join("loader");
     anyhow::ensure!(
         loader.exists(),
         "{} is missing: build everything first (`cargo build --profile demo --workspace --bins`)",
         loader.display()
     );
-    let scenario_text = scenario(&args)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let out = std::fs::canonicalize(&args.out)?;
+    let scenario_text = scenario(args)?;
+    let config = autoscale_config(args, policy);
+    config
+        .build()
+        .with_context(|| format!("the {policy} policy's settings"))?;
     let data_dir = out.join("data");
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
@@ -260,16 +328,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     for name in SCALED {
         file.cpu_limit.insert(name.to_owned(), args.cpu_limit);
-        file.autoscale.insert(
-            name.to_owned(),
-            AutoscaleConfig {
-                policy: "littles".into(),
-                min: 1,
-                max: args.max_replicas,
-                target: None,
-                slo_p99_ms: args.slo_p99_ms,
-            },
-        );
+        file.autoscale.insert(name.to_owned(), config.clone());
     }
     let up_args = UpArgs {
         bin_dir: Some(bins.clone()),
@@ -287,12 +346,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let total = args.step * STEPS.len() as u32;
     println!(
         "scalelab demo: CMPT 756 scenarios 0-5 ({} users) as {} s steps, {:.0} s of load; \
-         user, music and playlist replicas limited to {} cores each, autoscaled by littles \
+         user, music and playlist replicas limited to {} cores each, autoscaled by {policy}{} \
          (1 to {}, p99 SLO {} ms); a music replica is killed at {:.0} s",
         STEPS.map(|u| u.to_string()).join(" -> "),
         args.step.as_secs_f64(),
         total.as_secs_f64(),
         args.cpu_limit,
+        config
+            .target
+            .as_ref()
+            .map_or(String::new(), |t| format!(" (target {t})")),
         args.max_replicas,
         args.slo_p99_ms,
         kill_at(args.step).as_secs_f64(),
@@ -305,14 +368,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         running.started.elapsed().as_secs_f64(),
         running.loaded
     );
-    let result = drive(&args, &running, &loader, &scenario_path, &out).await;
+    let result = drive(args, policy, &running, &loader, &scenario_path, out).await;
     println!("stopping the platform");
     running.stop().await;
     let report = result?;
-    write_report(&out, &report)?;
-    print!("{}", summary(&report));
-    println!("report: {}", out.join("index.html").display());
-    Ok(())
+    write_report(out, &report)?;
+    Ok(report)
 }
 
 /// When the demo kills a music replica: halfway through the 900-user step.
@@ -322,6 +383,7 @@ fn kill_at(step: Duration) -> Duration {
 
 async fn drive(
     args: &DemoArgs,
+    policy: &str,
     running: &up::Running,
     loader: &Path,
     scenario: &Path,
@@ -476,6 +538,8 @@ async fn drive(
         })
         .collect();
     Ok(DemoReport {
+        policy: policy.to_owned(),
+        slo_p99_ms: args.slo_p99_ms,
         step_s,
         cpu_limit: args.cpu_limit,
         steps,
@@ -545,14 +609,14 @@ pub fn summary(r: &DemoReport) -> String {
 }
 
 /// `Some(true)` for "1 -> 3 replicas...", `Some(false)` for a decrease.
-fn scaled_up(detail: &str) -> Option<bool> {
+pub(crate) fn scaled_up(detail: &str) -> Option<bool> {
     let (from, rest) = detail.split_once(" -> ")?;
     let to = rest.split_whitespace().next()?;
     let (from, to): (usize, usize) = (from.trim().parse().ok()?, to.parse().ok()?);
     Some(to > from)
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -564,11 +628,17 @@ const H: f64 = 190.0;
 const PAD: f64 = 44.0;
 
 /// One line of a chart: label, colour, (seconds, value) points.
-type Line<'a> = (String, &'a str, Vec<(f64, f64)>);
+pub(crate) type Line<'a> = (String, &'a str, Vec<(f64, f64)>);
 
 /// One chart on the shared time axis `0..=span` seconds: lines of (label, colour,
 /// points), and the events as vertical markers.
-fn chart(title: &str, span: f64, lines: &[Line<'_>], events: &[TimedEvent], step: bool) -> String {
+pub(crate) fn chart(
+    title: &str,
+    span: f64,
+    lines: &[Line<'_>],
+    events: &[TimedEvent],
+    step: bool,
+) -> String {
     let max_y = lines
         .iter()
         .flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y))
@@ -577,7 +647,7 @@ fn chart(title: &str, span: f64, lines: &[Line<'_>], events: &[TimedEvent], step
     let x = |t: f64| PAD + t.clamp(0.0, span) / span.max(1.0) * (W - PAD - 10.0);
     let y = |v: f64| H - PAD - v / max_y * (H - PAD - 10.0);
     let mut svg = format!(
-        "<figure><figcaption>{title}</figcaption><svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" role=\"img\">\
+        "<figure><figcaption>{title}</figcaption><svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\">\
          <line x1=\"{PAD}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#999\"/>\
          <text x=\"4\" y=\"14\" font-size=\"11\">{max_y:.0}</text><text x=\"4\" y=\"{0}\" font-size=\"11\">0</text>",
         H - PAD,
@@ -746,7 +816,7 @@ pub fn write_report(out: &Path, r: &DemoReport) -> anyhow::Result<()> {
          td,th{{padding:.2rem .6rem;border-bottom:1px solid #ddd;text-align:right}}td:last-child,th:last-child{{text-align:left}}\
          figure{{margin:1rem 0}}tr.killed{{color:#dc2626}}tr.replaced{{color:#16a34a}}</style></head><body>\
          <h1>scalelab demo</h1><p>CMPT 756 scenarios 0&ndash;5 as {step:.0} s steps through the ingress; user, music and playlist \
-         replicas limited to {cpu} cores each and scaled by <code>littles</code>. {requests} requests, {failed} failed. {healing}</p>\
+         replicas limited to {cpu} cores each and scaled by <code>{policy}</code>. {requests} requests, {failed} failed. {healing}</p>\
          <p>Markers: <span style=\"color:#93c5fd\">scaling</span>, <span style=\"color:#dc2626\">killed</span>, \
          <span style=\"color:#16a34a\">replaced</span> (hover for details).</p>{charts}\
          <h2>Steps</h2><table><tr><th>step</th><th>users</th><th>req/s</th><th>p99 ms</th><th>errors</th><th>ready user / music / playlist at the end</th></tr>{steps}</table>\
@@ -754,6 +824,7 @@ pub fn write_report(out: &Path, r: &DemoReport) -> anyhow::Result<()> {
          <p>Data: demo.json; the loader's own report: <a href=\"load/index.html\">load/index.html</a>.</p></body></html>",
         step = r.step_s,
         cpu = r.cpu_limit,
+        policy = escape(&r.policy),
         requests = r.requests,
         failed = r.failed,
     );
@@ -784,6 +855,8 @@ mod tests {
             })
             .collect();
         DemoReport {
+            policy: "littles".into(),
+            slo_p99_ms: 250.0,
             step_s: 2.0,
             cpu_limit: 0.1,
             steps: Vec::new(),
@@ -849,6 +922,11 @@ mod tests {
             bin_dir: None,
             data: "../gatling/resources".into(),
             scenario: "../gatling/scenarios/cmpt756-steps.toml".into(),
+            policy: "littles".into(),
+            hpa_target: "cpu:0.7".into(),
+            kpa_target: "concurrency:10".into(),
+            compare: Vec::new(),
+            runs: 1,
         };
         let text = scenario(&args).expect("scenario");
         let value: toml::Table = toml::from_str(&text).expect("toml");

@@ -9,6 +9,7 @@ pub mod actuator;
 pub mod admin;
 pub mod autoscale;
 pub mod balancer;
+pub mod compare;
 pub mod demo;
 pub mod discovery;
 pub mod docker;
