@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -130,8 +130,14 @@ impl Balancer {
         let path = parts
             .uri
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // Hop-by-hop headers stay here; the rest go to the replica (cloned per attempt,
+        // which shares the values' bytes).
+        let mut headers = parts.headers;
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut last_error = String::new();
         for attempt in 0..MAX_ATTEMPTS {
@@ -144,25 +150,13 @@ impl Balancer {
             };
             let Some(backend) = backend else { break };
             tried.push(backend.clone());
-            let uri: Uri = match format!("{}{path}", backend.url).parse() {
-                Ok(uri) => uri,
-                Err(_) => {
-                    return ApiError::bad_request("request target is not a valid URI")
-                        .into_response();
-                }
+            let Some(uri) = backend.uri_for(&path) else {
+                return ApiError::bad_request("request target is not a valid URI").into_response();
             };
-            let mut out = http::Request::builder()
-                .method(parts.method.clone())
-                .uri(uri);
-            for (name, value) in &parts.headers {
-                if !is_hop_by_hop(name) {
-                    out = out.header(name, value);
-                }
-            }
-            let Ok(out) = out.body(Full::new(body.clone())) else {
-                return ApiError::bad_request("request headers could not be forwarded")
-                    .into_response();
-            };
+            let mut out = http::Request::new(Full::new(body.clone()));
+            *out.method_mut() = parts.method.clone();
+            *out.uri_mut() = uri;
+            *out.headers_mut() = headers.clone();
             let _in_flight = backend.start_request();
             let sent = std::time::Instant::now();
             match tokio::time::timeout(self.timeout, self.client.request(out)).await {
@@ -273,21 +267,20 @@ pub async fn probe(client: &HttpClient, url: &str, path: &str, timeout: Duration
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
-}
+/// Headers of one hop, not forwarded (and `host` and `content-length`, which the
+/// client sets for the replica and the buffered body).
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
 
 /// The axum handler of a balancer's port: every request is forwarded.
 pub async fn handler(State(balancer): State<Arc<Balancer>>, req: Request) -> Response {

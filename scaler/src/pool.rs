@@ -69,6 +69,9 @@ pub struct Backend {
     pub id: String,
     /// `http://127.0.0.1:41234`
     pub url: String,
+    /// The URL's scheme and authority when it has no path (every replica's): a
+    /// request's URI is then made from them without formatting and parsing a string.
+    origin: Option<(http::uri::Scheme, http::uri::Authority)>,
     state: AtomicU8,
     in_flight: AtomicUsize,
     failures: AtomicU32,
@@ -80,15 +83,39 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(id: impl Into<String>, url: impl Into<String>, state: State) -> Arc<Self> {
+        let url: String = url.into();
+        let origin = url.parse::<http::Uri>().ok().and_then(|uri| {
+            let bare =
+                uri.path_and_query().is_none_or(|p| p.as_str() == "/") && !url.ends_with('/');
+            let parts = uri.into_parts();
+            match (parts.scheme, parts.authority) {
+                (Some(scheme), Some(authority)) if bare => Some((scheme, authority)),
+                _ => None,
+            }
+        });
         Arc::new(Self {
             id: id.into(),
-            url: url.into(),
+            url,
+            origin,
             state: AtomicU8::new(state as u8),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             latency_us: AtomicU64::new(INITIAL_LATENCY_US),
             observed_us: AtomicU64::new(now_us()),
         })
+    }
+
+    /// The URI of `path_and_query` on this replica (`url` followed by it).
+    pub fn uri_for(&self, path_and_query: &http::uri::PathAndQuery) -> Option<http::Uri> {
+        match &self.origin {
+            Some((scheme, authority)) => http::Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .ok(),
+            None => format!("{}{path_and_query}", self.url).parse().ok(),
+        }
     }
 
     pub fn state(&self) -> State {
@@ -244,19 +271,26 @@ impl Pool {
             .backends
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let candidates: Vec<&Arc<Backend>> = backends
-            .iter()
-            .filter(|b| b.state() == State::Alive && !exclude.iter().any(|e| Arc::ptr_eq(e, b)))
-            .collect();
+        // Candidates are counted and then indexed, not collected: no allocation per
+        // request (pools are a handful of replicas).
+        let candidates = || {
+            backends
+                .iter()
+                .filter(|b| b.state() == State::Alive && !exclude.iter().any(|e| Arc::ptr_eq(e, b)))
+        };
+        let n = candidates().count();
         let pick = match self.strategy {
             Strategy::P2c => {
                 let now = now_us();
-                choose_p2c(&candidates, |b| b.cost_at(now), rng)
+                choose_p2c(
+                    n,
+                    |i| candidates().nth(i).map_or(u64::MAX, |b| b.cost_at(now)),
+                    rng,
+                )
             }
-            Strategy::RoundRobin => (!candidates.is_empty())
-                .then(|| self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()),
+            Strategy::RoundRobin => (n > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % n),
         };
-        pick.map(|i| candidates[i].clone())
+        pick.and_then(|i| candidates().nth(i)).cloned()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Backend>>> {
@@ -266,14 +300,14 @@ impl Pool {
     }
 }
 
-/// Power of two choices: two distinct candidates at random, the one with the lower
-/// load (the first on a tie). Returns an index into `candidates`.
-pub fn choose_p2c<T, L: PartialOrd>(
-    candidates: &[T],
-    load: impl Fn(&T) -> L,
+/// Power of two choices among `n` candidates: two distinct ones at random, the one
+/// with the lower `load` (the first on a tie). Returns the index of the pick.
+pub fn choose_p2c<L: PartialOrd>(
+    n: usize,
+    load: impl Fn(usize) -> L,
     rng: &mut impl Rng,
 ) -> Option<usize> {
-    match candidates.len() {
+    match n {
         0 => None,
         1 => Some(0),
         n => {
@@ -282,11 +316,7 @@ pub fn choose_p2c<T, L: PartialOrd>(
             if b >= a {
                 b += 1;
             }
-            Some(if load(&candidates[b]) < load(&candidates[a]) {
-                b
-            } else {
-                a
-            })
+            Some(if load(b) < load(a) { b } else { a })
         }
     }
 }
@@ -302,12 +332,12 @@ mod tests {
         let loads = [10usize, 0, 10, 10];
         let mut picks = [0usize; 4];
         for _ in 0..10_000 {
-            picks[choose_p2c(&loads, |l| *l, &mut rng).expect("a pick")] += 1;
+            picks[choose_p2c(loads.len(), |i| loads[i], &mut rng).expect("a pick")] += 1;
         }
         // Index 1 wins whenever it is drawn: about half of all draws.
         assert!(picks[1] > 4500, "{picks:?}");
-        assert_eq!(choose_p2c::<usize, usize>(&[], |l| *l, &mut rng), None);
-        assert_eq!(choose_p2c(&[5usize], |l| *l, &mut rng), Some(0));
+        assert_eq!(choose_p2c(0, |_| 0, &mut rng), None);
+        assert_eq!(choose_p2c(1, |_| 5, &mut rng), Some(0));
     }
 
     #[test]
