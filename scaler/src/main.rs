@@ -36,6 +36,11 @@ enum Command {
         /// Seed of the load noise.
         #[arg(long, default_value_t = 756)]
         seed: u64,
+        /// A closed loop: users think this long between an answer and their next
+        /// request, as the loader's do (`1s` for the course's scenarios); `0s`, the
+        /// default, is an open loop at 1 request per second per user.
+        #[arg(long, default_value = "0s", value_parser = kit::config::parse_duration)]
+        think: std::time::Duration,
     },
     /// The showcase: the platform, the course data, CMPT 756 scenarios 0-5 with the
     /// loader, autoscaling, a killed replica, and a report (demo-report/index.html).
@@ -80,10 +85,14 @@ fn simulate(
     json: bool,
     out: &std::path::Path,
     seed: u64,
+    think: std::time::Duration,
 ) -> anyhow::Result<()> {
     use scaler::simulate::{self, Model, Trace};
+    let think_s = think.as_secs_f64();
     let model = Model {
         seed,
+        think_s,
+        rate_per_user: if think_s > 0.0 { 1.0 / think_s } else { 1.0 },
         ..Model::default()
     };
     let traces: Vec<Trace> = match trace {
@@ -131,8 +140,15 @@ fn simulate(
         }
     } else {
         println!(
-            "model: {} req/s per replica, {} s start-up, p99 SLO {} ms, {} req/s per user",
-            model.capacity_rps, model.startup_s, model.slo_p99_ms, model.rate_per_user
+            "model: {} req/s per replica, {} s start-up, p99 SLO {} ms, {}",
+            model.capacity_rps,
+            model.startup_s,
+            model.slo_p99_ms,
+            if think_s > 0.0 {
+                format!("closed loop: users think {think_s} s between requests")
+            } else {
+                format!("open loop: {} req/s per user", model.rate_per_user)
+            }
         );
         print!("{}", simulate::table(&all));
         println!("charts: {}", out.display());
@@ -169,7 +185,8 @@ async fn main() -> anyhow::Result<()> {
             json,
             out,
             seed,
-        } => simulate(&trace, &policy, json, &out, seed),
+            think,
+        } => simulate(&trace, &policy, json, &out, seed, think),
         Command::Secrets {
             dir,
             postgres,

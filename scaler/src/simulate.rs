@@ -7,6 +7,13 @@
 //! waits; a new replica serves after `startup_s`. The demand at any time is the fewest
 //! replicas whose p99 meets the SLO, which the SPEC RG elasticity metrics compare the
 //! ready replicas against.
+//!
+//! With `think_s` set the load is a closed loop, as the loader's users are: a user
+//! waiting for an answer sends nothing, and one answered sends again after thinking,
+//! so arrivals are (users - requests in the system) / think time. Once the replicas
+//! saturate, the arrivals a policy sees fall to what they serve (the effect the live
+//! demo showed) while the demand, what the users would send if answered at once, does
+//! not.
 
 use std::path::Path;
 
@@ -29,6 +36,9 @@ pub struct Model {
     pub dt: f64,
     pub seed: u64,
     pub bounds_max: usize,
+    /// Seconds a user thinks between an answer and its next request: 0 for an open
+    /// loop (arrivals at `rate_per_user` whatever the latency).
+    pub think_s: f64,
 }
 
 impl Default for Model {
@@ -41,6 +51,7 @@ impl Default for Model {
             dt: 0.25,
             seed: 756,
             bounds_max: 100,
+            think_s: 0.0,
         }
     }
 }
@@ -172,6 +183,9 @@ pub struct Outcome {
     pub series: Vec<(f64, usize, f64)>,
 }
 
+/// A closed loop's arrivals as a share of the replicas' capacity once saturated.
+const SATURATED: f64 = 0.98;
+
 /// The fewest replicas whose p99 meets the SLO at `rps`.
 pub fn demand(model: &Model, rps: f64) -> usize {
     let headroom = model.capacity_rps - (100f64).ln() / (model.slo_p99_ms / 1000.0);
@@ -197,6 +211,7 @@ pub fn run(model: &Model, trace: &Trace, mut policy: Box<dyn Policy>) -> Outcome
     let mut served = 0.0;
     let mut series = Vec::new();
     let mut last_users = trace.users_at(0.0);
+    let closed = model.think_s > 0.0;
     while t < trace.duration_s {
         let users = trace.users_at(t);
         if users > last_users {
@@ -211,9 +226,25 @@ pub fn run(model: &Model, trace: &Trace, mut policy: Box<dyn Policy>) -> Outcome
                 true
             }
         });
-        let lambda = users * model.rate_per_user * (1.0 + rng.random_range(-0.03..0.03));
+        let offered = users * model.rate_per_user;
+        let noise = 1.0 + rng.random_range(-0.03..0.03);
         let capacity = ready as f64 * mu;
-        backlog = (backlog + (lambda - capacity) * model.dt).max(0.0);
+        let lambda = if closed && offered * noise > SATURATED * capacity {
+            // Saturated: the replicas answer at their capacity, and the users who are
+            // not thinking wait in the queue (N = X (Z + R)), so arrivals are capped
+            // at what is answered and the queue is bounded by the users.
+            let lambda = SATURATED * capacity;
+            backlog = (users - lambda * model.think_s).max(0.0);
+            lambda
+        } else {
+            let lambda = offered * noise;
+            backlog = if closed {
+                0.0
+            } else {
+                (backlog + (lambda - capacity) * model.dt).max(0.0)
+            };
+            lambda
+        };
         let (p99, mean, cpu, wait, rate) = if ready == 0 {
             (10.0, 5.0, 1.0, 5.0, 1.0)
         } else {
@@ -247,7 +278,9 @@ pub fn run(model: &Model, trace: &Trace, mut policy: Box<dyn Policy>) -> Outcome
 
         let total = ready + starting.len();
         replica_s += total as f64 * model.dt;
-        let d = demand(model, lambda) as f64;
+        // What the users want served: in a closed loop, what they would send if
+        // answered at once, not the arrivals a saturated system lets through.
+        let d = demand(model, if closed { offered } else { lambda }) as f64;
         let s = ready as f64;
         theta_u += (d - s).max(0.0) / d * model.dt;
         theta_o += (s - d).max(0.0) / d * model.dt;
@@ -465,6 +498,59 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&a).expect("json"),
             serde_json::to_string(&b).expect("json")
+        );
+    }
+
+    /// One replica whatever happens, remembering what it was shown.
+    struct Fixed(std::sync::Arc<std::sync::Mutex<Vec<Observation>>>);
+
+    impl Policy for Fixed {
+        fn name(&self) -> &str {
+            "fixed"
+        }
+        fn interval(&self) -> f64 {
+            1.0
+        }
+        fn decide(&mut self, o: &Observation) -> crate::policy::Decision {
+            self.0.lock().expect("lock").push(*o);
+            crate::policy::Decision {
+                desired: 1,
+                reason: String::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_closed_loop_lets_through_only_what_saturated_replicas_serve() {
+        let closed = Model {
+            think_s: 1.0,
+            ..Model::default()
+        };
+        // 600 users on one replica (100 req/s), never scaled: open, 600 req/s arrive
+        // and the queue grows without end; closed, arrivals fall to about what it
+        // serves, and the queue holds the users instead.
+        let trace = Trace {
+            name: "600".into(),
+            points: vec![(0.0, 3.0), (10.0, 600.0)],
+            duration_s: 60.0,
+        };
+        let seen = |model: &Model| {
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let _ = run(model, &trace, Box::new(Fixed(seen.clone())));
+            seen.lock().expect("lock").clone()
+        };
+        let open = seen(&Model::default());
+        let shut = seen(&closed);
+        let late = |v: &[Observation]| v.iter().rev().take(10).map(|o| o.rps).sum::<f64>() / 10.0;
+        assert!(late(&open) > 550.0, "open loop: {}", late(&open));
+        assert!(
+            (80.0..=130.0).contains(&late(&shut)),
+            "closed loop: {}",
+            late(&shut)
+        );
+        assert!(
+            shut.last().expect("seen").concurrency > 400.0,
+            "the users wait in the queue"
         );
     }
 
