@@ -58,10 +58,7 @@ impl LiveOutcome {
 /// The live metrics of one demo report.
 pub fn outcome(r: &DemoReport, run: usize) -> LiveOutcome {
     let slo = r.slo_p99_ms;
-    let span = r
-        .load
-        .last()
-        .map_or(r.step_s * STEPS.len() as f64, |s| s.second as f64 + 1.0);
+    let span = r.span();
     let over = |p99: f64| p99 > slo;
     let slo_violation_s = r
         .load
@@ -359,39 +356,18 @@ pub fn write_report(
             verdict_text(verdict(&this))
         );
     }
-    let colors = ["#1d4ed8", "#b45309", "#15803d"];
     let mut panels = String::new();
     for run in &runs {
         let _ = write!(panels, "<h3>Run {run}</h3><div class=\"grid\">");
         for (_, r) in reports.iter().filter(|(n, _)| n == run) {
-            let span = r
-                .load
-                .last()
-                .map_or(r.step_s * STEPS.len() as f64, |s| s.second as f64 + 1.0);
+            let span = r.span();
             let p99: Vec<(f64, f64)> = r.load.iter().map(|s| (s.second as f64, s.p99_ms)).collect();
             let slo = vec![(0.0, r.slo_p99_ms), (span, r.slo_p99_ms)];
             let latency: Vec<Line<'_>> = vec![
                 ("p99 ms".into(), "#dc2626", p99),
                 ("SLO".into(), "#6b7280", slo),
             ];
-            let replicas: Vec<Line<'_>> = SCALED
-                .iter()
-                .zip(colors)
-                .map(|(name, color)| {
-                    let points = r
-                        .samples
-                        .iter()
-                        .filter(|s| s.t >= 0.0)
-                        .map(|s| {
-                            (
-                                s.t,
-                                s.replicas.get(*name).map_or(0, |(ready, _)| *ready) as f64,
-                            )
-                        })
-                        .collect();
-                    (format!("{name} ready"), color, points)
-                })
-                .collect();
+            let replicas = demo::replica_lines(r, &SCALED);
             let _ = write!(
                 panels,
                 "<section><h4><a href=\"run-{run}/{p}/index.html\">{p}</a></h4>{}{}</section>",

@@ -712,21 +712,21 @@ pub(crate) fn chart(
     svg
 }
 
-/// `index.html` (self-contained) and `demo.json`.
-pub fn write_report(out: &Path, r: &DemoReport) -> anyhow::Result<()> {
-    std::fs::write(out.join("demo.json"), serde_json::to_string_pretty(r)?)?;
-    let span = r
-        .load
-        .last()
-        .map_or(r.step_s * STEPS.len() as f64, |s| s.second as f64 + 1.0);
-    let load = |f: fn(&LoadSecond) -> f64| -> Vec<(f64, f64)> {
-        r.load.iter().map(|s| (s.second as f64, f(s))).collect()
-    };
-    let colors = ["#1d4ed8", "#b45309", "#15803d", "#7c3aed", "#be123c"];
-    let replicas: Vec<Line<'_>> = SCALED
+impl DemoReport {
+    /// Seconds of load: the loader's last second, or the steps' length without one.
+    pub fn span(&self) -> f64 {
+        self.load
+            .last()
+            .map_or(self.step_s * STEPS.len() as f64, |s| s.second as f64 + 1.0)
+    }
+}
+
+/// Ready replicas over the load of each of `services`, one line each.
+pub(crate) fn replica_lines<'a>(r: &DemoReport, services: &[&str]) -> Vec<Line<'a>> {
+    const COLORS: [&str; 5] = ["#1d4ed8", "#b45309", "#15803d", "#7c3aed", "#be123c"];
+    services
         .iter()
-        .chain(&["database-gateway"])
-        .zip(colors)
+        .zip(COLORS)
         .map(|(name, color)| {
             let points = r
                 .samples
@@ -741,7 +741,17 @@ pub fn write_report(out: &Path, r: &DemoReport) -> anyhow::Result<()> {
                 .collect();
             (format!("{name} ready"), color, points)
         })
-        .collect();
+        .collect()
+}
+
+/// `index.html` (self-contained) and `demo.json`.
+pub fn write_report(out: &Path, r: &DemoReport) -> anyhow::Result<()> {
+    std::fs::write(out.join("demo.json"), serde_json::to_string_pretty(r)?)?;
+    let span = r.span();
+    let load = |f: fn(&LoadSecond) -> f64| -> Vec<(f64, f64)> {
+        r.load.iter().map(|s| (s.second as f64, f(s))).collect()
+    };
+    let replicas = replica_lines(r, &[SCALED[0], SCALED[1], SCALED[2], "database-gateway"]);
     let charts = [
         chart(
             "Active users",
