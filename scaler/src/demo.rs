@@ -270,6 +270,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !args.compare.is_empty() {
         return crate::compare::run(args).await;
     }
+    anyhow::ensure!(
+        args.runs == 1,
+        "--runs repeats a comparison: give the policies with --compare (e.g. --compare littles,hpa,kpa)"
+    );
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let out = std::fs::canonicalize(&args.out)?;
