@@ -1,11 +1,12 @@
 //! The ingress on 30080: one base URL for every scenario, routing by path prefix to
 //! each service's balancer, as the course's Istio gateway did.
 
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use kit::ApiError;
 
 use crate::Platform;
+use crate::balancer::Balancer;
 
 /// Path prefixes and the service that owns them.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -29,19 +30,21 @@ pub fn route(path: &str) -> Option<&'static str> {
         .map(|(_, service)| *service)
 }
 
-pub async fn handler(State(platform): State<Platform>, req: Request) -> Response {
-    let Some(service) = route(req.uri().path()) else {
+/// The balancer of the service that owns `path`: 404 for a path no service owns,
+/// 503 for a service this scaler does not run.
+pub fn balancer_for(platform: &Platform, path: &str) -> Result<Arc<Balancer>, ApiError> {
+    let Some(service) = route(path) else {
         let known: Vec<&str> = ROUTES.iter().map(|(p, _)| *p).collect();
-        return ApiError::not_found(format!(
+        return Err(ApiError::not_found(format!(
             "no service serves this path; the ingress routes {}",
             known.join(", ")
-        ))
-        .into_response();
+        )));
     };
     match platform.services.get(service) {
-        Some(s) => s.balancer.forward(req).await,
-        None => ApiError::unavailable(format!("{service} is not running under this scaler"))
-            .into_response(),
+        Some(s) => Ok(s.balancer.clone()),
+        None => Err(ApiError::unavailable(format!(
+            "{service} is not running under this scaler"
+        ))),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
+pub mod proxy;
 pub mod simulate;
 pub mod supervisor;
 pub mod up;

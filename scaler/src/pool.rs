@@ -69,9 +69,11 @@ pub struct Backend {
     pub id: String,
     /// `http://127.0.0.1:41234`
     pub url: String,
-    /// The URL's scheme and authority when it has no path (every replica's): a
-    /// request's URI is then made from them without formatting and parsing a string.
-    origin: Option<(http::uri::Scheme, http::uri::Authority)>,
+    /// Where the proxy connects to it (`None`: not a plain `http://` URL, so every
+    /// request to it fails as a refused connection would).
+    pub(crate) address: Option<crate::proxy::upstream::Address>,
+    /// Its idle keep-alive connections.
+    pub(crate) idle: crate::proxy::upstream::Idle,
     state: AtomicU8,
     in_flight: AtomicUsize,
     failures: AtomicU32,
@@ -84,38 +86,17 @@ pub struct Backend {
 impl Backend {
     pub fn new(id: impl Into<String>, url: impl Into<String>, state: State) -> Arc<Self> {
         let url: String = url.into();
-        let origin = url.parse::<http::Uri>().ok().and_then(|uri| {
-            let bare =
-                uri.path_and_query().is_none_or(|p| p.as_str() == "/") && !url.ends_with('/');
-            let parts = uri.into_parts();
-            match (parts.scheme, parts.authority) {
-                (Some(scheme), Some(authority)) if bare => Some((scheme, authority)),
-                _ => None,
-            }
-        });
         Arc::new(Self {
             id: id.into(),
+            address: crate::proxy::upstream::Address::parse(&url),
+            idle: crate::proxy::upstream::Idle::default(),
             url,
-            origin,
             state: AtomicU8::new(state as u8),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             latency_us: AtomicU64::new(INITIAL_LATENCY_US),
             observed_us: AtomicU64::new(now_us()),
         })
-    }
-
-    /// The URI of `path_and_query` on this replica (`url` followed by it).
-    pub fn uri_for(&self, path_and_query: &http::uri::PathAndQuery) -> Option<http::Uri> {
-        match &self.origin {
-            Some((scheme, authority)) => http::Uri::builder()
-                .scheme(scheme.clone())
-                .authority(authority.clone())
-                .path_and_query(path_and_query.clone())
-                .build()
-                .ok(),
-            None => format!("{}{path_and_query}", self.url).parse().ok(),
-        }
     }
 
     pub fn state(&self) -> State {

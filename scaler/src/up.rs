@@ -481,10 +481,11 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
         let listener = kit::bind(SocketAddr::new(args.host, *port))
             .await
             .with_context(|| format!("binding {name}'s port {port}"))?;
-        let router = axum::Router::new()
-            .fallback(crate::balancer::handler)
-            .with_state(balancer.clone());
-        tokio::spawn(serve(listener, router, stop_rx.clone()));
+        tokio::spawn(serve_proxy(
+            listener,
+            crate::proxy::Routes::Service(balancer.clone()),
+            stop_rx.clone(),
+        ));
         services.insert(
             (*name).to_owned(),
             Service {
@@ -514,10 +515,11 @@ pub async fn start(args: &UpArgs, file: FileConfig) -> anyhow::Result<Running> {
     let ingress = kit::bind(SocketAddr::new(args.host, args.ingress_port))
         .await
         .context("binding the ingress port")?;
-    let ingress_router = axum::Router::new()
-        .fallback(crate::ingress::handler)
-        .with_state(platform.clone());
-    tokio::spawn(serve(ingress, ingress_router, stop_rx.clone()));
+    tokio::spawn(serve_proxy(
+        ingress,
+        crate::proxy::Routes::Ingress(platform.clone()),
+        stop_rx.clone(),
+    ));
 
     let running = Running {
         platform,
@@ -563,6 +565,18 @@ async fn serve(
         let _ = stop.changed().await;
     };
     let _ = kit::serve(listener, router, shutdown, Duration::from_secs(10)).await;
+}
+
+/// Serves a balancer's port or the ingress until `stop`.
+async fn serve_proxy(
+    listener: tokio::net::TcpListener,
+    routes: crate::proxy::Routes,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    let _ = crate::proxy::serve(listener, routes, shutdown, &kit::ServerArgs::default()).await;
 }
 
 async fn wait_ready(platform: &Platform, within: Duration, logs: &str) -> anyhow::Result<()> {

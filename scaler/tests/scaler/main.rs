@@ -7,4 +7,5 @@ mod balancer;
 mod healing;
 mod kubernetes;
 mod prometheus;
+mod proxy;
 mod support;

@@ -70,10 +70,21 @@ pub async fn balancer(service: &str) -> (Arc<Balancer>, String) {
         Arc::new(Events::default()),
         Duration::from_secs(10),
     );
-    let router = Router::new()
-        .fallback(scaler::balancer::handler)
-        .with_state(balancer.clone());
-    (balancer.clone(), serve(router).await)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let routes = scaler::proxy::Routes::Service(balancer.clone());
+    tokio::spawn(async move {
+        scaler::proxy::serve(
+            listener,
+            routes,
+            std::future::pending(),
+            &kit::ServerArgs::default(),
+        )
+        .await
+    });
+    (balancer, base)
 }
 
 /// A port nothing listens on.

@@ -57,15 +57,35 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts connections (at most `max_connections` at once) until `stop`, then waits
-/// for the open ones to finish their requests and close.
+/// for the open ones to finish their requests and close. Each connection is served by
+/// hyper with `router`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     router: Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
     limits: Limits,
 ) {
     let builder = http_builder(&limits);
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let deadlines = limits.deadlines;
+    accept_connections(listener, stop, limits.max_connections, move |tcp, stop| {
+        serve_connection(tcp, router.clone(), builder.clone(), deadlines, stop)
+    })
+    .await;
+}
+
+/// Accepts connections (at most `max_connections` at once) until `stop`, serving each
+/// with `handle` on its own task, then waits for the open ones to close. `handle` gets
+/// the shutdown signal: on it, a connection finishes its request in flight and closes.
+pub(crate) async fn accept_connections<H, F>(
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    max_connections: usize,
+    handle: H,
+) where
+    H: Fn(tokio::net::TcpStream, tokio::sync::watch::Receiver<bool>) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     // Each connection holds a receiver; all dropped means all closed.
     let (closed_tx, closed_rx) = tokio::sync::watch::channel(());
     loop {
@@ -89,14 +109,12 @@ pub(crate) async fn accept_loop(
         };
         // Small request/response exchanges: do not wait to coalesce packets.
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            tcp,
-            router.clone(),
-            builder.clone(),
-            limits.deadlines,
-            stop.clone(),
-            (slot, closed_rx.clone()),
-        ));
+        let connection = handle(tcp, stop.clone());
+        let held = (slot, closed_rx.clone());
+        tokio::spawn(async move {
+            connection.await;
+            drop(held);
+        });
     }
     drop(closed_rx);
     drop(listener);
@@ -117,17 +135,13 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 /// Serves one connection until it closes; on `stop`, finishes its in-flight requests
-/// and closes it. `held` is released when it is done.
+/// and closes it.
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     router: Router,
     builder: auto::Builder<TokioExecutor>,
     deadlines: Deadlines,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    held: (
-        tokio::sync::OwnedSemaphorePermit,
-        tokio::sync::watch::Receiver<()>,
-    ),
 ) {
     let activity = std::sync::Arc::new(Activity::default());
     let io = TokioIo::new(Watched::new(
@@ -166,5 +180,4 @@ async fn serve_connection(
             }
         }
     }
-    drop(held);
 }

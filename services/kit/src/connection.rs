@@ -302,7 +302,7 @@ impl Drop for Watched {
 /// Closes a connection the server is done with without resetting it: sends what is
 /// left of the answer, ends our side, then reads and discards what the client still
 /// sends (bounded in bytes and time) before closing the socket.
-async fn linger(mut stream: TcpStream, unsent: Vec<u8>) {
+pub(crate) async fn linger(mut stream: TcpStream, unsent: Vec<u8>) {
     let drain = async {
         stream.write_all(&unsent).await?;
         let _ = stream.shutdown().await;

@@ -32,4 +32,6 @@ pub use error::ApiError;
 pub use extract::{AppJson, AppQuery};
 pub use health::{Readiness, ReadinessCheck};
 pub use metrics::Metrics;
-pub use server::{Kit, bind, serve, serve_with, shutdown_signal};
+pub use server::{
+    Kit, bind, close_lingering, serve, serve_connections, serve_with, shutdown_signal,
+};

@@ -221,9 +221,47 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     args: &ServerArgs,
 ) -> std::io::Result<()> {
-    let grace = args.shutdown_grace;
+    let limits = Limits::from(args);
+    drain_on(shutdown, args.shutdown_grace, |stop| {
+        crate::accept::accept_loop(listener, router, stop, limits)
+    })
+    .await
+}
+
+/// Serves every connection accepted on `listener` with `handle` (on its own task, at
+/// most `args.max_connections` at once) until `shutdown` resolves, then lets the open
+/// ones finish for at most `args.shutdown_grace`. For a server that speaks HTTP itself
+/// rather than through a `Router`, such as the scaler's proxy: `handle` gets the
+/// shutdown signal, on which a connection finishes its request and closes.
+pub async fn serve_connections<H, F>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    args: &ServerArgs,
+    handle: H,
+) -> std::io::Result<()>
+where
+    H: Fn(tokio::net::TcpStream, tokio::sync::watch::Receiver<bool>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let max_connections = args.max_connections.max(1) as usize;
+    drain_on(shutdown, args.shutdown_grace, |stop| {
+        crate::accept::accept_connections(listener, stop, max_connections, handle)
+    })
+    .await
+}
+
+/// Runs `server` (given the stop signal) until it ends, or until `shutdown` has
+/// resolved and `grace` has passed since.
+async fn drain_on<S>(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    server: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> S,
+) -> std::io::Result<()>
+where
+    S: Future<Output = ()>,
+{
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = crate::accept::accept_loop(listener, router, stop_rx, Limits::from(args));
+    let server = server(stop_rx);
     let deadline = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -243,6 +281,13 @@ pub async fn serve_with(
             Ok(())
         }
     }
+}
+
+/// Closes a connection the server is done with, without resetting it on a client
+/// still sending: ends our side, then reads and discards what the client sends (at
+/// most 16 MiB, for at most 2 s), as Apache and nginx do. Runs on its own task.
+pub fn close_lingering(stream: tokio::net::TcpStream) {
+    tokio::spawn(crate::connection::linger(stream, Vec::new()));
 }
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
