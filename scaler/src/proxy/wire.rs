@@ -455,6 +455,18 @@ impl Chunked {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
+            // The states that end a line take exactly one byte.
+            let line_end = match self.state {
+                ChunkState::DataCr => Some(b'\r'),
+                ChunkState::SizeLf
+                | ChunkState::DataLf
+                | ChunkState::TrailerLf
+                | ChunkState::EndLf => Some(b'\n'),
+                _ => None,
+            };
+            if line_end.is_some_and(|want| want != b) {
+                return Err(bad);
+            }
             match self.state {
                 ChunkState::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
@@ -475,9 +487,6 @@ impl Chunked {
                     _ => self.count_overhead()?,
                 },
                 ChunkState::SizeLf => {
-                    if b != b'\n' {
-                        return Err(bad);
-                    }
                     self.state = if self.size == 0 {
                         ChunkState::TrailerStart
                     } else {
@@ -496,16 +505,8 @@ impl Chunked {
                     };
                     continue;
                 }
-                ChunkState::DataCr => {
-                    if b != b'\r' {
-                        return Err(bad);
-                    }
-                    self.state = ChunkState::DataLf;
-                }
+                ChunkState::DataCr => self.state = ChunkState::DataLf,
                 ChunkState::DataLf => {
-                    if b != b'\n' {
-                        return Err(bad);
-                    }
                     self.size = 0;
                     self.digits = 0;
                     self.state = ChunkState::Size;
@@ -523,16 +524,8 @@ impl Chunked {
                     b'\n' => return Err(bad),
                     _ => self.count_overhead()?,
                 },
-                ChunkState::TrailerLf => {
-                    if b != b'\n' {
-                        return Err(bad);
-                    }
-                    self.state = ChunkState::TrailerStart;
-                }
+                ChunkState::TrailerLf => self.state = ChunkState::TrailerStart,
                 ChunkState::EndLf => {
-                    if b != b'\n' {
-                        return Err(bad);
-                    }
                     self.state = ChunkState::Done;
                     return Ok(i + 1);
                 }
