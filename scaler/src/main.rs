@@ -156,11 +156,6 @@ fn simulate(
     Ok(())
 }
 
-/// The balancer allocates a little per request (headers, bodies, futures); glibc's
-/// allocator took about a tenth of its CPU under load, mimalloc a fraction of that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -36,6 +36,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1.0)]
     pub time_scale: f64,
 
+    /// Also report the requests answered after this long (wall-clock, from the start):
+    /// the steady state without the users' arrival, as a row of its own.
+    #[arg(long, value_parser = kit::config::parse_duration)]
+    pub warmup: Option<Duration>,
+
     /// Folder for results.json and index.html.
     #[arg(long, default_value = "loader-results")]
     pub out: PathBuf,
@@ -86,13 +91,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<bool> {
         &format!("the {wanted} connections this scenario may open"),
     );
     let (recorder, seconds) = engine::run(scenario, &dir, plan).await?;
-    let report = report::build(&recorder, seconds);
+    let warmup = args.warmup.map(|w| w.as_secs_f64());
+    let report = report::build(&recorder, seconds, warmup);
     println!("\n{}: {seconds:.1} s", crate::text::visible(&name));
     print!("{}", report::table(&report.rows));
     report::write(&args.out, &name, &report, seconds)?;
     println!("wrote {}/results.json and index.html", args.out.display());
     Ok(report
         .rows
-        .last()
+        .iter()
+        .find(|r| r.name == report::ALL)
         .is_some_and(|all| all.ko == 0 && all.count > 0))
 }

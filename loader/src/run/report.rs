@@ -74,11 +74,20 @@ pub struct Report {
     pub timeline: Vec<Second>,
 }
 
-pub fn build(recorder: &Recorder, seconds: f64) -> Report {
+/// The name of the row of every request: the one a run's success is read from.
+pub const ALL: &str = "all requests";
+
+/// The rows (one per request name, then [`ALL`], then, with `warmup`, every request
+/// answered after the first `warmup` seconds) and the timeline.
+pub fn build(recorder: &Recorder, seconds: f64, warmup: Option<f64>) -> Report {
     let by_name = recorder.by_name();
     let mut rows: Vec<Row> = by_name.iter().map(|(n, s)| row(n, s, seconds)).collect();
     let all: Vec<Sample> = by_name.values().flatten().copied().collect();
-    rows.push(row("all requests", &all, seconds));
+    rows.push(row(ALL, &all, seconds));
+    if let Some(w) = warmup.filter(|w| *w > 0.0 && *w < seconds) {
+        let steady: Vec<Sample> = all.iter().filter(|s| s.at >= w).copied().collect();
+        rows.push(row(&format!("after the first {w} s"), &steady, seconds - w));
+    }
     let users = recorder.users.lock().map(|u| u.clone()).unwrap_or_default();
     let mut buckets: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
     for s in &all {

@@ -9,6 +9,8 @@
 //! rebuilt into maps: the proxy's own work per request is a parse each way and two
 //! copies, as nginx's is. (A general HTTP stack, hyper behind axum with hyper-util's
 //! pooled client, cost four times nginx's CPU per request; see ci/bench-balancer.sh.)
+//! Connections are served by one single-threaded runtime per core ([`workers`]), as
+//! nginx runs a worker per core.
 //!
 //! What a connection is held to mirrors the services' own server (kit): a client has
 //! `header_read_timeout` to send a head, a keep-alive connection waits `idle_timeout`
@@ -20,6 +22,7 @@
 
 pub mod upstream;
 pub mod wire;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,14 +87,26 @@ pub async fn serve(
     };
     let routes = Arc::new(routes);
     kit::serve_connections(listener, shutdown, args, move |tcp, stop| {
-        let client = Client {
-            tcp,
-            buf: BytesMut::with_capacity(8 * 1024),
-            out: Vec::with_capacity(8 * 1024),
-            limits,
-            routes: routes.clone(),
-        };
-        client.run(stop)
+        // Handed to a worker whole: there it is registered with that worker's reactor.
+        let tcp = tcp.into_std();
+        let routes = routes.clone();
+        async move {
+            let Ok(tcp) = tcp else { return };
+            let mut task = workers::get().spawn(async move {
+                let Ok(tcp) = TcpStream::from_std(tcp) else {
+                    return;
+                };
+                let client = Client {
+                    tcp,
+                    buf: BytesMut::with_capacity(8 * 1024),
+                    out: Vec::with_capacity(8 * 1024),
+                    limits,
+                    routes,
+                };
+                client.run(stop).await;
+            });
+            task.finished().await;
+        }
     })
     .await
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-/// Idle connections kept per replica (as many as the balancer's old pool kept).
+/// Idle connections kept per replica and worker (as many as the balancer's old pool kept).
 const MAX_IDLE: usize = 512;
 /// An idle connection older than this is closed rather than reused: well inside the
 /// replicas' own 60 s idle timeout, so a reused connection is not one they are closing.
@@ -87,17 +87,28 @@ impl Conn {
     }
 }
 
-/// A replica's idle connections.
-#[derive(Debug, Default)]
-pub struct Idle(Mutex<Vec<Conn>>);
+/// A replica's idle connections, one list per proxy worker (see [`super::workers`]):
+/// a connection is driven by the thread that opened it, so a worker reuses only its own.
+#[derive(Debug)]
+pub struct Idle(Box<[Mutex<Vec<Conn>>]>);
+
+impl Default for Idle {
+    fn default() -> Self {
+        Self((0..=super::workers::count()).map(|_| Mutex::default()).collect())
+    }
+}
 
 impl Idle {
+    /// This thread's list.
+    fn mine(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.0[super::workers::current() % self.0.len()]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The most recently used idle connection that is young enough, if any.
     pub fn take(&self) -> Option<Conn> {
-        let mut idle = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = self.mine();
         let now = Instant::now();
         while let Some(mut conn) = idle.pop() {
             if now.duration_since(conn.idle_since) < IDLE_FOR {
@@ -117,10 +128,7 @@ impl Idle {
         }
         let now = Instant::now();
         conn.idle_since = now;
-        let mut idle = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = self.mine();
         // The oldest are at the front: close those past their time.
         let stale = idle
             .iter()
@@ -134,10 +142,11 @@ impl Idle {
 
     /// Closes every idle connection (the replica left the pool).
     pub fn clear(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        for list in &self.0 {
+            list.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+        }
     }
 }
 
