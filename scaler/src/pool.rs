@@ -62,6 +62,28 @@ impl State {
     }
 }
 
+/// Requests one replica is sent at once, as HAProxy's per-server `maxconn`: more wait
+/// in the balancer, in arrival order. A replica given every request of a burst serves
+/// them all a little at a time (an async server shares its CPU), so they all finish
+/// late and together; their users then think and come back together, and the burst
+/// repeats each round (1500 course users arriving at once, issue 18). Served in turn,
+/// the first answers come back at once, the burst spreads out, and the replica keeps
+/// as many connections open as it can serve. 32 is several times what keeps a replica's
+/// cores busy.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// [`MAX_IN_FLIGHT`], or `SCALER_MAX_IN_FLIGHT` (1 to 100000).
+pub fn max_in_flight() -> usize {
+    static VALUE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *VALUE.get_or_init(|| {
+        std::env::var("SCALER_MAX_IN_FLIGHT")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| (1..=100_000).contains(n))
+            .unwrap_or(MAX_IN_FLIGHT)
+    })
+}
+
 /// One replica behind a balancer.
 #[derive(Debug)]
 pub struct Backend {
@@ -74,6 +96,9 @@ pub struct Backend {
     pub(crate) address: Option<crate::proxy::upstream::Address>,
     /// Its idle keep-alive connections.
     pub(crate) idle: crate::proxy::upstream::Idle,
+    /// Requests it may be sent at once ([`MAX_IN_FLIGHT`]); the rest wait their turn in
+    /// the balancer, first come first served.
+    pub(crate) slots: tokio::sync::Semaphore,
     state: AtomicU8,
     in_flight: AtomicUsize,
     failures: AtomicU32,
@@ -90,6 +115,7 @@ impl Backend {
             id: id.into(),
             address: crate::proxy::upstream::Address::parse(&url),
             idle: crate::proxy::upstream::Idle::default(),
+            slots: tokio::sync::Semaphore::new(max_in_flight()),
             url,
             state: AtomicU8::new(state as u8),
             in_flight: AtomicUsize::new(0),

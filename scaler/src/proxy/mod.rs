@@ -358,7 +358,25 @@ impl Client {
             };
             let Some(backend) = backend else { break };
             tried.push(backend.clone());
+            // Counted from here, waiting included: the pick and the policies see the
+            // queue.
             let _in_flight = backend.start_request();
+            let Ok(Ok(_slot)) =
+                tokio::time::timeout(balancer.timeout, backend.slots.acquire()).await
+            else {
+                let message = format!(
+                    "{} is busy: no replica free within {:?}",
+                    balancer.service, balancer.timeout
+                );
+                return self
+                    .answer_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &message,
+                        keep_alive,
+                        head.minor,
+                    )
+                    .await;
+            };
             let sent = Instant::now();
             let exchanged =
                 tokio::time::timeout(balancer.timeout, exchange(&backend, head, body, idempotent))

@@ -94,7 +94,11 @@ pub struct Idle(Box<[Mutex<Vec<Conn>>]>);
 
 impl Default for Idle {
     fn default() -> Self {
-        Self((0..=super::workers::count()).map(|_| Mutex::default()).collect())
+        Self(
+            (0..=super::workers::count())
+                .map(|_| Mutex::default())
+                .collect(),
+        )
     }
 }
 
