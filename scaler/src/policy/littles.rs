@@ -227,6 +227,19 @@ impl Policy for Littles {
         if self.provisional {
             needed = needed.min(self.config.bounds.clamp(current * 2));
         }
+        // In a closed loop (users who wait send nothing), saturated replicas answer at
+        // their capacity and arrivals fall to that: the rate reads as enough while the
+        // users queue. Live, that held a service one replica short for 25 s of a step
+        // (issue 18). So while the p99 is over the SLO and the replicas are busy, one
+        // more replica every 2 s (time for the last one to show), none while one is
+        // still starting, until it is not.
+        if o.p99_ms > self.config.slo_p99_ms
+            && o.cpu >= 0.9
+            && o.ready >= current
+            && now - self.last_up >= 2.0
+        {
+            needed = needed.max(self.config.bounds.clamp(current + 1));
+        }
         if needed > current {
             self.lower_since = None;
             self.last_up = now;
