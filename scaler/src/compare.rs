@@ -270,9 +270,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.step.as_secs_f64() * STEPS.len() as f64,
         out.display()
     );
+    // Ctrl-C ends the demo running (its load stops, its report is written) and then
+    // the comparison, rather than going on to the next demo.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let stop = || interrupted.load(std::sync::atomic::Ordering::SeqCst);
     let mut reports: Vec<(usize, DemoReport)> = Vec::new();
     let mut outcomes = Vec::new();
-    for run in 1..=args.runs {
+    'runs: for run in 1..=args.runs {
         for (i, policy) in policies.iter().enumerate() {
             let done = (run - 1) * policies.len() + i;
             println!("\n== demo {}/{total}: run {run}, policy {policy}", done + 1);
@@ -291,6 +301,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 outcomes: outcomes.clone(),
             };
             write_report(&out, &comparison, &reports)?;
+            if stop() {
+                println!("\ninterrupted after {} of {total} demos", done + 1);
+                break 'runs;
+            }
         }
         let this_run: Vec<&LiveOutcome> = outcomes.iter().filter(|o| o.run == run).collect();
         println!("\nrun {run}: {}", verdict_text(verdict(&this_run)));

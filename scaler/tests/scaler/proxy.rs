@@ -334,3 +334,77 @@ async fn connections_a_replica_closed_while_idle_are_never_used_even_for_posts()
     let replica = &balancer.pool.all()[0];
     assert_eq!(replica.state(), State::Alive, "never counted as a failure");
 }
+
+#[tokio::test]
+async fn a_replica_is_sent_at_most_max_in_flight_requests_and_the_rest_wait_their_turn() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The replica holds every request until the test opens the gate, counting how many
+    // it holds at once.
+    #[derive(Clone, Default)]
+    struct Held {
+        now: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+    let held = Held {
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        ..Held::default()
+    };
+    let replica = Router::new()
+        .route(
+            "/hold",
+            get(
+                |axum::extract::State(h): axum::extract::State<Held>| async move {
+                    let n = h.now.fetch_add(1, Ordering::SeqCst) + 1;
+                    h.most.fetch_max(n, Ordering::SeqCst);
+                    let _ = h.gate.acquire().await.map(|p| p.forget());
+                    h.now.fetch_sub(1, Ordering::SeqCst);
+                    "ok"
+                },
+            ),
+        )
+        .with_state(held.clone());
+    let (balancer, base) = balancer("held").await;
+    balancer
+        .pool
+        .add(Backend::new("held-1", serve(replica).await, State::Alive));
+    let limit = scaler::pool::max_in_flight();
+    let sent = limit + 8;
+    let http = crate::support::client();
+    let requests: Vec<_> = (0..sent)
+        .map(|_| {
+            let http = http.clone();
+            let url = format!("{base}/hold");
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    // Wait (a generous bound) until the replica holds the limit and the balancer counts
+    // every request: the rest are queued in the balancer, not at the replica.
+    let backend = balancer.pool.all()[0].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (held.now.load(Ordering::SeqCst) < limit || backend.in_flight() < sent)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        held.now.load(Ordering::SeqCst),
+        limit,
+        "held at the replica"
+    );
+    assert_eq!(backend.in_flight(), sent, "in flight, waiting ones counted");
+    // Queued requests stay queued while the replica holds its limit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(held.most.load(Ordering::SeqCst), limit);
+    held.gate.add_permits(sent);
+    for request in requests {
+        let status = request.await.expect("task").expect("answered");
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        held.most.load(Ordering::SeqCst),
+        limit,
+        "never more than the limit"
+    );
+}
