@@ -341,15 +341,16 @@ async fn a_replica_is_sent_at_most_max_in_flight_requests_and_the_rest_wait_thei
     use std::sync::atomic::{AtomicUsize, Ordering};
     // The replica holds every request until the test opens the gate, counting how many
     // it holds at once.
-    #[derive(Clone, Default)]
+    #[derive(Clone)]
     struct Held {
         now: Arc<AtomicUsize>,
         most: Arc<AtomicUsize>,
         gate: Arc<tokio::sync::Semaphore>,
     }
     let held = Held {
+        now: Arc::default(),
+        most: Arc::default(),
         gate: Arc::new(tokio::sync::Semaphore::new(0)),
-        ..Held::default()
     };
     let replica = Router::new()
         .route(
