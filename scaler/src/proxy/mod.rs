@@ -368,14 +368,7 @@ impl Client {
                     "{} is busy: no replica free within {:?}",
                     balancer.service, balancer.timeout
                 );
-                return self
-                    .answer_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &message,
-                        keep_alive,
-                        head.minor,
-                    )
-                    .await;
+                return self.unavailable(&message, keep_alive, head.minor).await;
             };
             let sent = Instant::now();
             let exchanged =
@@ -431,18 +424,22 @@ impl Client {
         }
         if tried.is_empty() {
             let message = format!("no ready replica of {}", balancer.service);
-            return self
-                .answer_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &message,
-                    keep_alive,
-                    head.minor,
-                )
-                .await;
+            return self.unavailable(&message, keep_alive, head.minor).await;
         }
         tracing::warn!(service = %balancer.service, error = %last_error, "request failed on every replica tried");
         let message = format!("no replica of {} could answer", balancer.service);
         self.answer_error(StatusCode::BAD_GATEWAY, &message, keep_alive, head.minor)
+            .await
+    }
+
+    /// 503: no replica to send the request to (none ready, or none free in time).
+    async fn unavailable(
+        &mut self,
+        message: &str,
+        keep_alive: bool,
+        minor: u8,
+    ) -> (StatusCode, bool) {
+        self.answer_error(StatusCode::SERVICE_UNAVAILABLE, message, keep_alive, minor)
             .await
     }
 
