@@ -75,13 +75,15 @@ pub const MAX_IN_FLIGHT: usize = 32;
 /// [`MAX_IN_FLIGHT`], or `SCALER_MAX_IN_FLIGHT` (1 to 100000).
 pub fn max_in_flight() -> usize {
     static VALUE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *VALUE.get_or_init(|| {
-        std::env::var("SCALER_MAX_IN_FLIGHT")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| (1..=100_000).contains(n))
-            .unwrap_or(MAX_IN_FLIGHT)
-    })
+    *VALUE.get_or_init(|| count_from_env("SCALER_MAX_IN_FLIGHT", 100_000).unwrap_or(MAX_IN_FLIGHT))
+}
+
+/// A tuning count from the environment: `name`'s value if it is a number in 1..=`max`.
+pub(crate) fn count_from_env(name: &str, max: usize) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=max).contains(n))
 }
 
 /// One replica behind a balancer.

@@ -9,8 +9,8 @@
 //! rebuilt into maps: the proxy's own work per request is a parse each way and two
 //! copies, as nginx's is. (A general HTTP stack, hyper behind axum with hyper-util's
 //! pooled client, cost four times nginx's CPU per request; see ci/bench-balancer.sh.)
-//! Connections are served by one single-threaded runtime per core ([`workers`]), as
-//! nginx runs a worker per core.
+//! Connections are served by single-threaded runtimes, one per two cores
+//! ([`workers`]), each serving its connections whole as nginx's workers do.
 //!
 //! What a connection is held to mirrors the services' own server (kit): a client has
 //! `header_read_timeout` to send a head, a keep-alive connection waits `idle_timeout`

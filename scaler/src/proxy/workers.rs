@@ -44,13 +44,9 @@ pub fn get() -> &'static Workers {
 pub fn count() -> usize {
     static COUNT: OnceLock<usize> = OnceLock::new();
     *COUNT.get_or_init(|| {
-        std::env::var("SCALER_PROXY_WORKERS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| (1..=256).contains(n))
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| usize::from(n).div_ceil(2))
-            })
+        crate::pool::count_from_env("SCALER_PROXY_WORKERS", 256).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| usize::from(n).div_ceil(2))
+        })
     })
 }
 
