@@ -10,6 +10,9 @@ use std::collections::VecDeque;
 
 use super::{Bounds, Decision, Observation, Policy};
 
+/// Seconds a scale-up is given to show in the observations before another.
+const SETTLE_S: f64 = 2.0;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LittlesConfig {
     pub bounds: Bounds,
@@ -153,6 +156,12 @@ impl Littles {
         self.provisional = !steady;
     }
 
+    /// A replica asked for is still starting, or the last scale-up is under
+    /// [`SETTLE_S`] old: what the latest observation shows is not yet what it does.
+    fn settling(&self, o: &Observation) -> bool {
+        o.ready < o.total || o.time - self.last_up < SETTLE_S
+    }
+
     /// The load expected `lookahead` from now, from the slope of the last 10 s.
     fn projected_rps(&self, now: f64, rps: f64) -> f64 {
         let Some(&(t0, r0)) = self.history.iter().find(|(t, _)| now - t <= 10.0) else {
@@ -226,7 +235,7 @@ impl Policy for Littles {
             // a step): double rather than jump on a guess, and measure again; but not
             // again before the replicas just asked for serve and show (the p99 of the
             // second they start in is still the old one's).
-            let settling = o.ready < o.total || now - self.last_up < 2.0;
+            let settling = self.settling(o);
             let desired = if settling {
                 o.total
             } else {
@@ -266,11 +275,7 @@ impl Policy for Littles {
         // (issue 18). So while the p99 is over the SLO and the replicas are busy, one
         // more replica every 2 s (time for the last one to show), none while one is
         // still starting, until it is not.
-        if o.p99_ms > self.config.slo_p99_ms
-            && o.cpu >= 0.9
-            && o.ready >= current
-            && now - self.last_up >= 2.0
-        {
+        if o.p99_ms > self.config.slo_p99_ms && o.cpu >= 0.9 && !self.settling(o) {
             needed = needed.max(self.config.bounds.clamp(current + 1));
         }
         if needed > current {
